@@ -1,0 +1,8 @@
+"""srjax: noise as a resource in deep learning (stochastic resonance and its relatives) in JAX/Flax.
+
+The public API. Each submodule is one concept; see `DESIGN.md` for the map.
+"""
+from srjax import data
+from srjax import models
+
+__version__ = '0.1.0'

@@ -1,0 +1,1 @@
+"""Flax linen models. Each module documents its parameter layout and the feature maps it exposes."""
