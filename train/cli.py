@@ -1,0 +1,63 @@
+"""Command-line front end shared by every `python -m train.<name>` entry point.
+
+Flags: `--config configs/<name>.py[:preset]`, `--workdir DIR` (default `workdirs/<name>`), and
+`--config.x.y=value` overrides. A bad override or preset prints one line naming it and exits with status 2.
+"""
+from __future__ import annotations
+
+import os
+import re
+import sys
+from typing import Callable
+
+import ml_collections
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from train import distributed
+
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file, optionally with a preset: file.py:preset.',
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Checkpoints and metrics go here; a rerun resumes from it.')
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+  try:
+    return flags.FLAGS(argv)
+  except (flags.Error, KeyError, AttributeError, ValueError, TypeError) as e:
+    print(f'error: {_one_line(e)}', file=sys.stderr)
+    sys.exit(2)
+
+
+def _one_line(error: BaseException) -> str:
+  """The flag that failed and the root cause of `error`, on one line, without the traceback."""
+  match = re.match(r'(flag --\S+?):', str(error))
+  root = error
+  while root.__cause__ is not None or root.__context__ is not None:
+    root = root.__cause__ or root.__context__
+  if isinstance(root, KeyError):
+    detail = 'unknown config field ' + ' '.join(str(root.args[0] if root.args else root).split())
+  else:
+    lines = [line for line in str(root).splitlines() if line.strip()]
+    detail = lines[-1].strip() if lines else type(root).__name__
+  return f'{match.group(1)}: {detail}' if match else detail
+
+
+def main(build_task: Callable[[ml_collections.ConfigDict], object]) -> None:
+  """Parses the flags, initialises multi-host JAX when asked to, builds the task and runs the shared loop."""
+  from train import loop  # pylint: disable=g-import-not-at-top
+  entry = os.path.basename(sys.argv[0]).removesuffix('.py')
+
+  def _main(argv):
+    if len(argv) > 1:
+      raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+    if _CONFIG.value is None:
+      raise app.UsageError('--config is required, e.g. --config configs/classifier.py')
+    if not flags.FLAGS['verbosity'].present:
+      logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
+    distributed.maybe_initialize()
+    workdir = _WORKDIR.value or os.path.join('workdirs', entry)
+    logging.info('workdir: %s', workdir)
+    loop.run(_CONFIG.value, workdir, build_task(_CONFIG.value))
+
+  app.run(_main, flags_parser=_parse_flags)
