@@ -5,5 +5,6 @@ The public API. Each submodule is one concept; see `DESIGN.md` for the map.
 from srjax import data
 from srjax import models
 from srjax import signals
+from srjax.srt import srt
 
 __version__ = '0.1.0'
