@@ -9,6 +9,7 @@ import os
 from typing import Any
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 
@@ -62,3 +63,25 @@ def _is_pair(x: Any) -> bool:
 def save(mngr: ocp.CheckpointManager, step: int, state: Any) -> None:
   """Saves `state` at `step` (asynchronously; call `mngr.wait_until_finished()` before exiting)."""
   mngr.save(step, args=ocp.args.StandardSave(state), force=True)
+
+
+def load_numpy(workdir: str, step: int | None = None) -> tuple[dict[str, Any], int]:
+  """Reads a checkpoint of `workdir` as NumPy arrays, on any device topology (for eval scripts and tests).
+
+  Args:
+    workdir: the run's workdir (holds checkpoints/).
+    step: the step to read; the latest when None.
+
+  Returns:
+    ({'step', 'params', 'opt_state', 'model_state'} as nested dicts of np.ndarray, step).
+  """
+  mngr = manager(workdir, keep=1_000_000)
+  step = mngr.latest_step() if step is None else step
+  mngr.close()
+  if step is None:
+    raise FileNotFoundError(f'no checkpoint under {os.path.join(workdir, "checkpoints")}')
+  path = os.path.join(os.path.abspath(workdir), 'checkpoints', str(step), 'default')
+  checkpointer = ocp.PyTreeCheckpointer()
+  tree = checkpointer.metadata(path).item_metadata.tree
+  restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
+  return checkpointer.restore(path, restore_args=restore_args), step

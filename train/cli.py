@@ -14,7 +14,7 @@ import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from train import distributed
+from train import checkpoint, distributed
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file, optionally with a preset: file.py:preset.',
                                           lock_config=True)
@@ -58,6 +58,11 @@ def main(build_task: Callable[[ml_collections.ConfigDict], object]) -> None:
     distributed.maybe_initialize()
     workdir = _WORKDIR.value or os.path.join('workdirs', entry)
     logging.info('workdir: %s', workdir)
-    loop.run(_CONFIG.value, workdir, build_task(_CONFIG.value))
+    try:
+      loop.run(_CONFIG.value, workdir, build_task(_CONFIG.value))
+    except (checkpoint.CheckpointError, FileNotFoundError, ValueError) as e:
+      # Bad data source, missing TFDS data, bad option values, unusable checkpoint: one line, no traceback.
+      print(f'error: {e}', file=sys.stderr)
+      sys.exit(1)
 
   app.run(_main, flags_parser=_parse_flags)
