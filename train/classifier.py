@@ -23,7 +23,9 @@ def load_data(config: ml_collections.ConfigDict, split: str) -> srdata.Dataset:
   """The config's dataset split (embedded sources shuffle deterministically with config.seed)."""
   if config.data.source == 'tfds':
     return srdata.load('tfds', split, name=config.data.tfds_name, data_dir=config.data.tfds_dir)
-  return srdata.load(config.data.source, split, test_fraction=config.data.test_fraction, seed=config.seed)
+  kwargs = {'num_examples': config.data.num_examples} if 'num_examples' in config.data else {}
+  return srdata.load(config.data.source, split, test_fraction=config.data.test_fraction, seed=config.seed,
+                     **kwargs)
 
 
 def eval_batches(dataset: srdata.Dataset, batch_size: int, process_index: int,

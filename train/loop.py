@@ -76,6 +76,32 @@ def shard_batch(batch: Batch, sharding: NamedSharding) -> dict[str, jax.Array]:
   return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in batch.items()}
 
 
+def init_state(task: Task, rng: jax.Array, replicated: NamedSharding) -> TrainState:
+  """Initial params, optimizer state and model state, replicated over the mesh."""
+  def init(rng):
+    params, model_state = task.init(rng)
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                      opt_state=task.optimizer.init(params), model_state=model_state)
+  return jax.jit(init, out_shardings=replicated)(rng)
+
+
+def make_train_step(task: Task, train_rng: jax.Array, mesh: jax.sharding.Mesh):
+  """The jitted step (state, batch) -> (state, metrics): state replicated and donated, batch split on 'data'."""
+  replicated = NamedSharding(mesh, P())
+
+  def train_step(state: TrainState, batch):
+    rng = jax.random.fold_in(train_rng, state.step)
+    grad_fn = jax.value_and_grad(task.loss, has_aux=True)
+    (loss, (metrics, model_state)), grads = grad_fn(state.params, state.model_state, batch, rng)
+    updates, opt_state = task.optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    new_state = TrainState(step=state.step + 1, params=params, opt_state=opt_state, model_state=model_state)
+    return new_state, {'loss': loss, **metrics}
+
+  return jax.jit(train_step, in_shardings=(replicated, NamedSharding(mesh, P('data'))),
+                 out_shardings=(replicated, replicated), donate_argnums=0)
+
+
 def _validate(config: ml_collections.ConfigDict) -> None:
   for name in ('num_steps', 'batch_size', 'log_every', 'eval_every', 'checkpoint_every', 'keep'):
     if int(config[name]) <= 0:
@@ -130,12 +156,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, task: Task) -> TrainSta
   root = jax.random.key(config.seed)
   init_rng, train_rng = jax.random.split(root)
 
-  def init_state(rng):
-    params, model_state = task.init(rng)
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                      opt_state=task.optimizer.init(params), model_state=model_state)
-
-  state = jax.jit(init_state, out_shardings=replicated)(init_rng)
+  state = init_state(task, init_rng, replicated)
   mngr = checkpoint.manager(workdir, keep=config.keep)
   restored = checkpoint.restore_latest(mngr, state)
   start = 0
@@ -143,17 +164,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, task: Task) -> TrainSta
     state, start = restored
   writer = MetricsWriter(workdir, start)
 
-  def train_step(state: TrainState, batch):
-    rng = jax.random.fold_in(train_rng, state.step)
-    grad_fn = jax.value_and_grad(task.loss, has_aux=True)
-    (loss, (metrics, model_state)), grads = grad_fn(state.params, state.model_state, batch, rng)
-    updates, opt_state = task.optimizer.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    new_state = TrainState(step=state.step + 1, params=params, opt_state=opt_state, model_state=model_state)
-    return new_state, {'loss': loss, **metrics}
-
-  train_step = jax.jit(train_step, in_shardings=(replicated, data_sharding),
-                       out_shardings=(replicated, replicated), donate_argnums=0)
+  train_step = make_train_step(task, train_rng, mesh)
   eval_step = None
   if task.evaluate is not None and task.eval_batches is not None:
     eval_step = jax.jit(task.evaluate, in_shardings=(replicated, replicated, data_sharding),

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from srjax.data import digits
 from srjax.data import mnist
+from srjax.data import spectro
 from srjax.data import tfds
 from srjax.data.split import Dataset
 from srjax.data.split import load

@@ -42,18 +42,19 @@ def split_indices(n: int, split: str, *, test_fraction: float, seed: int) -> np.
 
 
 def _loaders() -> dict[str, Callable[..., Dataset]]:
-  from srjax.data import digits, mnist, tfds
-  return {'mnist': mnist.load, 'digits': digits.load, 'tfds': tfds.load}
+  from srjax.data import digits, mnist, spectro, tfds
+  return {'mnist': mnist.load, 'digits': digits.load, 'spectro': spectro.load, 'tfds': tfds.load}
 
 
-SOURCES = ('mnist', 'digits', 'tfds')
+SOURCES = ('mnist', 'digits', 'spectro', 'tfds')
 
 
 def load(source: str, split: str = 'train', **kwargs) -> Dataset:
   """Loads `split` of a dataset source.
 
   Args:
-    source: 'mnist' (embedded 5,000-digit subset), 'digits' (scikit-learn 8x8 digits) or 'tfds'
+    source: 'mnist' (embedded 5,000-digit subset), 'digits' (scikit-learn 8x8 digits), 'spectro'
+      (synthetic EM-waveform spectrograms) or 'tfds'
       (a prepared TFDS dataset; pass `name=` and `data_dir=`).
     split: 'train' or 'test'.
     **kwargs: forwarded to the source's `load`.

@@ -1,0 +1,39 @@
+"""The repository's own promises: CI runs the README's test command, configs are locked and documented."""
+from __future__ import annotations
+
+import importlib
+import os
+import re
+
+import pytest
+
+from tests.conftest import ROOT
+
+CONFIGS = sorted(f[:-3] for f in os.listdir(os.path.join(ROOT, 'configs'))
+                 if f.endswith('.py') and f not in ('__init__.py', 'common.py'))
+
+
+def _read(path: str) -> str:
+  with open(os.path.join(ROOT, path)) as f:
+    return f.read()
+
+
+def test_ci_runs_the_readme_test_command_verbatim():
+  commands = re.findall(r"pip install -e '\.\[test\]' && [^`\n]+", _read('README.md'))
+  assert len(set(commands)) == 1, f'README must give exactly one test command, found {commands}'
+  assert commands[0].strip() in _read('.ci/run')
+
+
+def test_readme_gives_the_main_job_command():
+  assert 'pip install -e . && python -m train.nsde --config configs/spectro.py' in _read('README.md')
+
+
+@pytest.mark.parametrize('name', CONFIGS)
+def test_configs_are_locked_and_start_with_their_command(name):
+  module = importlib.import_module(f'configs.{name}')
+  config = module.get_config()
+  assert config.is_locked
+  with pytest.raises((AttributeError, KeyError)):
+    config.no_such_field_anywhere = 1
+  first_line = next(line for line in module.__doc__.splitlines()[1:] if line.strip())
+  assert first_line.strip().startswith('python -m '), f'configs/{name}.py docstring must start with its command'
