@@ -1,0 +1,69 @@
+"""Embedded data sources and deterministic batching."""
+from __future__ import annotations
+
+import chex
+import numpy as np
+import pytest
+
+from srjax import data
+from srjax.data import spectro
+from srjax.data.batches import batch_indices
+
+
+@pytest.mark.parametrize('source, shape', [('mnist', (28, 28, 1)), ('digits', (8, 8, 1))])
+def test_embedded_splits_are_disjoint_balanced_and_deterministic(source, shape):
+  train, test = data.load(source, 'train'), data.load(source, 'test')
+  chex.assert_shape(train.images, (len(train),) + shape)
+  chex.assert_type([train.images, train.labels], [np.float32, np.int32])
+  assert 0.0 <= train.images.min() and train.images.max() <= 1.0
+  train_rows = {r.tobytes() for r in train.images}
+  assert not any(r.tobytes() in train_rows for r in test.images[:200])
+  # The raw MNIST subset is sorted by label; a shuffled split must hold every class in both parts.
+  assert set(np.unique(test.labels)) == set(range(10))
+  np.testing.assert_array_equal(data.load(source, 'test').labels, test.labels)
+  assert not np.array_equal(data.load(source, 'test', seed=1).labels, test.labels)
+
+
+def test_unknown_source_and_split():
+  with pytest.raises(ValueError, match='data source'):
+    data.load('imagenet')
+  with pytest.raises(ValueError, match='split'):
+    data.load('digits', 'validation')
+
+
+def test_tfds_requires_data_dir_and_prepared_data(tmp_path):
+  with pytest.raises(ValueError, match='data_dir'):
+    data.load('tfds', name='mnist')
+  with pytest.raises(FileNotFoundError, match='tfds build mnist'):
+    data.load('tfds', name='mnist', data_dir=str(tmp_path))
+
+
+def test_batch_indices_cover_each_epoch_once_and_split_across_processes():
+  n, batch = 10, 4
+  seen = np.concatenate([batch_indices(s, batch, n, seed=3) for s in range(5)])   # two full epochs
+  assert sorted(seen[:10]) == list(range(10)) and sorted(seen[10:20]) == list(range(10))
+  whole = batch_indices(7, batch, n, seed=3)
+  parts = [batch_indices(7, batch, n, seed=3, process_index=i, process_count=2) for i in range(2)]
+  np.testing.assert_array_equal(np.concatenate(parts), whole)
+  with pytest.raises(ValueError, match='process_count'):
+    batch_indices(0, 5, n, process_count=2)
+
+
+def test_spectrograms_are_deterministic_and_every_class_is_present():
+  a = spectro.load('test', num_examples=60)
+  b = spectro.load('test', num_examples=60)
+  np.testing.assert_array_equal(a.images, b.images)
+  chex.assert_shape(a.images, (12, 32, 32, 1))
+  image, label = spectro.example(5, seed=0)
+  np.testing.assert_array_equal(image, spectro.example(5, seed=0)[0])
+  assert 0 <= label < len(spectro.CLASSES)
+  labels = [spectro.example(i)[1] for i in range(60)]
+  assert set(labels) == set(range(len(spectro.CLASSES)))
+
+
+def test_tone_spectrogram_peaks_at_its_frequency():
+  n_freq, n_time = 32, 16
+  f0 = 0.25  # cycles per sample -> row f0 * 2 * n_freq of the STFT
+  wave = np.sin(2 * np.pi * f0 * np.arange(n_freq * (n_time + 1)))
+  image = spectro.spectrogram(wave, freq_bins=n_freq, time_bins=n_time)
+  assert np.all(np.argmax(image, axis=0) == int(f0 * 2 * n_freq))
