@@ -306,8 +306,8 @@ def _srt_impl(apply_fn: Callable, params: Any, img: jax.Array, *, offsets: Offse
                      f'{(batch, height, width, chans)} it returned {jax.tree.map(lambda s: s.shape, fshape)}')
   _, h, w, cf = fshape.shape
   if h < 1 or w < 1 or height % h or width % w:
-    raise ValueError(f'the feature stride must divide the image size exactly: img is {height}x{width}, '
-                     f'apply_fn returns {h}x{w} feature maps')
+    raise ValueError(f'img size {height}x{width} must be a multiple of the feature map size {h}x{w} '
+                     f'returned by apply_fn (the stride p = H/h must divide H and W exactly)')
   py, px = height // h, width // w
   if output == 'token':
     bad = [tuple(o) for o in offs.tolist() if abs(o[0]) >= py or abs(o[1]) >= px]
