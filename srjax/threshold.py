@@ -116,6 +116,10 @@ def _fisher_double(z_a, z_b, xp, log_ndtr):
   return outer + xp.where(distinct & (diff != 0), middle, 0.0)
 
 
+_fisher_single_jit = jax.jit(lambda z: _fisher_single(z, jnp, jsp.log_ndtr))
+_fisher_double_jit = jax.jit(lambda z_a, z_b: _fisher_double(z_a, z_b, jnp, jsp.log_ndtr))
+
+
 def fisher_single(z: jnp.ndarray) -> jnp.ndarray:
   """Proportion of Fisher information kept by one threshold: phi(z)^2 / (Phi(z)(1 - Phi(z))).
 
@@ -127,8 +131,7 @@ def fisher_single(z: jnp.ndarray) -> jnp.ndarray:
   Returns:
     Same shape, float.
   """
-  z = jnp.asarray(z, dtype=jnp.result_type(float))
-  return _fisher_single(z, jnp, jsp.log_ndtr)
+  return _fisher_single_jit(jnp.asarray(z, dtype=jnp.result_type(float)))
 
 
 def fisher_double(z_a: jnp.ndarray, z_b: jnp.ndarray) -> jnp.ndarray:
@@ -143,9 +146,8 @@ def fisher_double(z_a: jnp.ndarray, z_b: jnp.ndarray) -> jnp.ndarray:
   Returns:
     The broadcast shape, float; finite for all finite inputs.
   """
-  z_a = jnp.asarray(z_a, dtype=jnp.result_type(float))
-  z_b = jnp.asarray(z_b, dtype=jnp.result_type(float))
-  return _fisher_double(z_a, z_b, jnp, jsp.log_ndtr)
+  return _fisher_double_jit(jnp.asarray(z_a, dtype=jnp.result_type(float)),
+                            jnp.asarray(z_b, dtype=jnp.result_type(float)))
 
 
 def fisher_double_maximum(constrained: bool) -> tuple[float, float, float]:
@@ -266,7 +268,14 @@ def kernel_matrix(n: int, bandwidth: float | jnp.ndarray, *, boundary: str = 're
     float32 [n, n].
   """
   _check_choice('boundary', boundary, BOUNDARIES)
-  w, mass = _kernel_weights(int(n), bandwidth, truncate, reference_step)
+  return _kernel_matrix(int(n), jnp.asarray(bandwidth, jnp.float32), boundary,
+                        None if truncate is None else float(truncate),
+                        None if reference_step is None else float(reference_step))
+
+
+@functools.partial(jax.jit, static_argnums=(0, 2, 3, 4))
+def _kernel_matrix(n, bandwidth, boundary, truncate, reference_step):
+  w, mass = _kernel_weights(n, bandwidth, truncate, reference_step)
   if boundary == 'renormalize':
     return w / jnp.sum(w, axis=1, keepdims=True)
   return w / mass
@@ -446,14 +455,24 @@ def estimate(x: jnp.ndarray, *, a: float, b: float, sigma: float, bandwidth: flo
   x = jnp.asarray(x, jnp.float32)
   if x.ndim < axes:
     raise ValueError(f'x must have at least {axes} axes for axes={axes}, got shape {x.shape}.')
+  return _estimate_jit(x, jnp.float32(sigma), jnp.float32(bandwidth), a=a, b=b, detector=detector,
+                       reference_quirks=bool(reference_quirks), boundary=boundary, axes=axes, weights=weights,
+                       truncate=None if truncate is None else float(truncate), p_clip=float(p_clip),
+                       v_clip=_v_clip(v_clip, axes))
+
+
+@functools.partial(jax.jit, static_argnames=('a', 'b', 'detector', 'reference_quirks', 'boundary', 'axes',
+                                             'weights', 'truncate', 'p_clip', 'v_clip'))
+def _estimate_jit(x, sigma, bandwidth, *, a, b, detector, reference_quirks, boundary, axes, weights, truncate,
+                  p_clip, v_clip):
   shape = x.shape[x.ndim - axes:]
   step = _REFERENCE_STEP[axes] if reference_quirks else None
-  mats = [kernel_matrix(n, bandwidth, boundary=boundary, truncate=truncate, reference_step=step) for n in shape]
-  i_a, i_b = indicators(x, a, b)
+  mats = [_kernel_matrix(n, bandwidth, boundary, truncate, step) for n in shape]
+  i_a, i_b = (x < a).astype(jnp.float32), (x > b).astype(jnp.float32)
   p_a, p_b = _apply_kernels(i_a, mats), _apply_kernels(i_b, mats)
-  est = sub_sup_estimates(p_a, p_b, a=a, b=b, sigma=float(sigma), inv_n_eff=_sum_sq_weights(mats),
-                          reference_quirks=reference_quirks, v_clip=_v_clip(v_clip, axes),
-                          n_total=int(np.prod(shape)), p_clip=p_clip)
+  est = sub_sup_estimates(p_a, p_b, a=a, b=b, sigma=sigma, inv_n_eff=_sum_sq_weights(mats),
+                          reference_quirks=reference_quirks, v_clip=v_clip, n_total=int(np.prod(shape)),
+                          p_clip=p_clip)
   return _combine(detector, *est, weights)
 
 

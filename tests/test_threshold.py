@@ -1,0 +1,413 @@
+"""Tests for srjax.threshold against closed forms, numerical derivatives, CLT bounds and slow NumPy references."""
+from __future__ import annotations
+
+import functools
+import math
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import pywt
+import scipy.special
+import scipy.stats
+
+from srjax import threshold as th
+from srjax import wavelet as wv
+
+pytestmark = pytest.mark.filterwarnings('ignore:Level value')
+DETS = th.DETECTORS
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Fisher information
+# ------------------------------------------------------------------------------------------------------------
+
+def _fi_numeric(theta, sigma, thresholds):
+  """Fisher information of the categorical observation (x below/between/above thresholds), x ~ N(theta, sigma^2),
+  from a central finite difference of the cell probabilities: sum_k (dp_k/dtheta)^2 / p_k."""
+  def cells(t):
+    cdf = scipy.stats.norm.cdf((np.asarray(thresholds) - t) / sigma)
+    return np.diff(np.concatenate([[0.0], cdf, [1.0]]))
+  eps = 1e-5
+  dp = (cells(theta + eps) - cells(theta - eps)) / (2 * eps)
+  return float(np.sum(dp ** 2 / cells(theta)))
+
+
+def test_fisher_closed_form_values():
+  np.testing.assert_allclose(float(th.fisher_single(0.0)), 2 / math.pi, rtol=1e-6)
+  value, za, zb = th.fisher_double_maximum(constrained=True)
+  assert za == 0.0
+  np.testing.assert_allclose(value, 0.759569, atol=1e-6)
+  np.testing.assert_allclose(zb, 0.98, atol=0.01)
+  value, za, zb = th.fisher_double_maximum(constrained=False)
+  np.testing.assert_allclose(value, 0.809826, atol=1e-6)
+  np.testing.assert_allclose([za, zb], [-0.612, 0.612], atol=1e-3)
+  # The jnp functions agree with the float64 values used by the maximiser.
+  np.testing.assert_allclose(float(th.fisher_double(0.0, zb)), th.fisher_double_maximum(True)[0], rtol=0.05)
+
+
+@pytest.mark.parametrize('theta,sigma,a,b', [(0.0, 1.0, -1.0, 1.0), (0.3, 0.7, -0.4, 1.5), (-2.0, 1.3, -1.0, 0.5),
+                                             (0.1, 2.0, 0.1, 0.2)])
+def test_fisher_matches_numerical_derivative(theta, sigma, a, b):
+  z_a, z_b = (a - theta) / sigma, (b - theta) / sigma
+  np.testing.assert_allclose(float(th.fisher_double(z_a, z_b)), _fi_numeric(theta, sigma, [a, b]) * sigma ** 2,
+                             rtol=2e-4)
+  np.testing.assert_allclose(float(th.fisher_single(z_b)), _fi_numeric(theta, sigma, [b]) * sigma ** 2, rtol=2e-4)
+
+
+def test_fisher_is_finite_in_the_tails_and_reduces_to_single():
+  z = jnp.array([-1e3, -40.0, -8.0, 8.0, 40.0, 1e3])
+  for value in (th.fisher_single(z), th.fisher_double(z, z + 1.0), th.fisher_double(-z, z)):
+    chex.assert_tree_all_finite(value)
+    assert np.all(np.asarray(value) >= 0)
+  zz = jnp.linspace(-3, 3, 13)
+  np.testing.assert_allclose(np.asarray(th.fisher_double(zz, zz)), np.asarray(th.fisher_single(zz)), rtol=1e-5)
+  # Two thresholds never keep less than either one alone.
+  assert np.all(np.asarray(th.fisher_double(zz, zz + 0.5)) >= np.asarray(th.fisher_single(zz)) - 1e-6)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Constant signal: parametric estimators, delta-method variances (Sec. II-A/B, Appendix A/B)
+# ------------------------------------------------------------------------------------------------------------
+
+A, B, SIG = -1.0, 1.0, 1.0
+
+
+def _delta_method(theta, n):
+  """(v_sub, v_sup, cov) of the estimators from n samples at the true rates."""
+  z_a, z_b = (A - theta) / SIG, (B - theta) / SIG
+  p_a, p_b = scipy.stats.norm.cdf(z_a), scipy.stats.norm.sf(z_b)
+  f_a, f_b = scipy.stats.norm.pdf(z_a), scipy.stats.norm.pdf(z_b)
+  return (SIG ** 2 * p_a * (1 - p_a) / (n * f_a ** 2), SIG ** 2 * p_b * (1 - p_b) / (n * f_b ** 2),
+          SIG ** 2 * p_a * p_b / (n * f_a * f_b))
+
+
+@jax.jit
+def _constant_estimates(x):
+  """[sub, sup, double (variance weights), double (optimal weights)] for one sample vector x."""
+  out = [th.estimate_constant(x, a=A, b=B, sigma=SIG, detector=d)[0] for d in DETS]
+  out.append(th.estimate_constant(x, a=A, b=B, sigma=SIG, detector='double', weights='optimal')[0])
+  return jnp.stack(out)
+
+
+@pytest.mark.parametrize('theta', [-0.5, 0.3])
+def test_constant_signal_within_clt_bound(theta):
+  n = 20_000
+  x = theta + SIG * jax.random.normal(jax.random.PRNGKey(7), (n,))
+  est = np.asarray(_constant_estimates(x), np.float64)
+  v_a, v_b, c = _delta_method(theta, n)
+  w_a = v_b / (v_a + v_b)
+  v_double = w_a ** 2 * v_a + (1 - w_a) ** 2 * v_b + 2 * w_a * (1 - w_a) * c
+  for value, var in zip(est, [v_a, v_b, v_double, v_double]):
+    assert abs(value - theta) <= 5 * math.sqrt(var), (value, theta, math.sqrt(var))
+  # The reported variance is the delta-method one at the estimated rates.
+  _, var_sub = th.estimate_constant(x, a=A, b=B, sigma=SIG, detector='sub')
+  np.testing.assert_allclose(float(var_sub), v_a, rtol=0.1)
+
+
+def test_double_variance_not_above_single_ones():
+  theta, n, reps = 0.3, 2_000, 400
+  x = theta + SIG * jax.random.normal(jax.random.PRNGKey(11), (reps, n))
+  est = np.asarray(jax.vmap(_constant_estimates)(x), np.float64)              # [reps, 4]
+  var = est.var(axis=0, ddof=1)
+  v_a, v_b, c = _delta_method(theta, n)
+  # Empirical variances match the delta method (relative sd of a variance estimate: sqrt(2/reps) = 7%).
+  np.testing.assert_allclose(var[:2], [v_a, v_b], rtol=0.25)
+  # Predicted ratio var(double)/min(var(sub), var(sup)) is 0.72 here; 0.9 leaves ~4 sampling sds of margin
+  # (the ratio of two positively correlated variance estimates has sd < 0.05 at 400 replicates).
+  assert var[2] <= 0.9 * min(var[0], var[1]), var
+  assert var[3] <= 0.9 * min(var[0], var[1]), var
+
+
+def test_double_weights_minimise_the_variance():
+  rng = np.random.default_rng(0)
+  for _ in range(5):
+    v_a, v_b = rng.uniform(0.1, 3.0, 2)
+    c = rng.uniform(-0.9, 0.9) * math.sqrt(v_a * v_b)
+    grid = np.linspace(-1, 2, 300_001)
+    brute = grid[np.argmin(grid ** 2 * v_a + (1 - grid) ** 2 * v_b + 2 * grid * (1 - grid) * c)]
+    w_a, w_b = th.double_weights(v_a, v_b, c)
+    np.testing.assert_allclose(float(w_a), brute, atol=1e-4)
+    np.testing.assert_allclose(float(w_a) + float(w_b), 1.0, rtol=1e-6)
+  w_a, w_b = th.double_weights(jnp.zeros(3), jnp.zeros(3))                     # both-zero guard
+  np.testing.assert_array_equal(np.asarray(w_a), 0.5)
+  np.testing.assert_allclose(float(th.estimator_covariance(0.2, 0.3, 1.5, 100)),
+                             1.5 ** 2 * 0.06 / (100 * scipy.stats.norm.pdf(scipy.stats.norm.ppf(0.2))
+                                                * scipy.stats.norm.pdf(scipy.stats.norm.ppf(0.3))), rtol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Kernel rates
+# ------------------------------------------------------------------------------------------------------------
+
+def _np_gauss_taps(h, truncate=4.0):
+  k = np.arange(-int(np.floor(truncate * h)), int(np.floor(truncate * h)) + 1)
+  return np.exp(-0.5 * (k / h) ** 2)
+
+
+def _np_rates(ind, h, boundary):
+  """NumPy Nadaraya-Watson along the last axis: np.convolve with the 4-sd Gaussian taps. Returns (rates, sum w^2)."""
+  w = _np_gauss_taps(h)
+  n, half = ind.shape[-1], len(w) // 2
+  conv = lambda v, taps: np.convolve(v, taps)[half:half + n]      # centred 'same' for any kernel length
+  ones = np.ones(n)
+  norm = conv(ones, w) if boundary == 'renormalize' else np.full(n, w.sum())
+  rates = np.apply_along_axis(lambda v: conv(v, w), -1, ind) / norm
+  return rates, conv(ones, w ** 2) / norm ** 2
+
+
+def _np_reference_rates(ind, h, step):
+  """The reference's kernel: taps -h:step:h normalised, MATLAB conv(..., 'same') (offset floor(L/2))."""
+  taps = -h + step * np.arange(int(np.floor(2 * h / step + 1e-9)) + 1)
+  w = np.exp(-taps ** 2 / (2 * h ** 2))
+  w /= w.sum()
+  n, off = ind.shape[-1], len(w) // 2
+  return np.apply_along_axis(lambda v: np.convolve(v, w)[off:off + n], -1, ind)
+
+
+@pytest.mark.parametrize('boundary', ['renormalize', 'zeros'])
+def test_kernel_rates_match_numpy(boundary):
+  ind = (np.random.default_rng(0).random((3, 40)) < 0.3).astype(np.float32)
+  got = th.kernel_rates(jnp.asarray(ind), 2.5, boundary=boundary)
+  chex.assert_shape(got, (3, 40))
+  np.testing.assert_allclose(np.asarray(got), _np_rates(ind, 2.5, boundary)[0], atol=1e-6)
+  ones = np.asarray(th.kernel_rates(jnp.ones(40), 2.5, boundary=boundary))
+  if boundary == 'renormalize':
+    np.testing.assert_allclose(ones, 1.0, rtol=1e-6)
+  else:
+    assert ones[0] < 0.7 and abs(ones[20] - 1) < 1e-6
+
+
+def test_kernel_rates_2d_is_separable():
+  ind = (np.random.default_rng(1).random((2, 12, 20)) < 0.4).astype(np.float32)
+  got = np.asarray(th.kernel_rates(jnp.asarray(ind), 1.5, axes=2))
+  rows = _np_rates(ind, 1.5, 'renormalize')[0]
+  both = np.swapaxes(_np_rates(np.swapaxes(rows, -1, -2), 1.5, 'renormalize')[0], -1, -2)
+  np.testing.assert_allclose(got, both, atol=1e-6)
+
+
+@pytest.mark.parametrize('h,step', [(0.1, 0.01), (0.137, 0.01), (1.2, 1.0), (0.6, 1.0)])
+def test_reference_kernel_matches_matlab_conv_same(h, step):
+  ind = (np.random.default_rng(2).random(50) < 0.3).astype(np.float32)
+  K = th.kernel_matrix(50, h, boundary='zeros', reference_step=step)
+  np.testing.assert_allclose(np.asarray(K @ jnp.asarray(ind)), _np_reference_rates(ind, h, step), atol=1e-6)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Single-trial estimator, reference quirks
+# ------------------------------------------------------------------------------------------------------------
+
+def _np_quirk_estimates(x, a, b, h, v, step):
+  """The reference's sigma-free formulas (F_inv via erfinv, clipping at +-v), one trial, NumPy float64."""
+  p_a = np.clip(_np_reference_rates((x < a).astype(float), h, step), 0, 1)
+  p_b = np.clip(_np_reference_rates((x > b).astype(float), h, step), 0, 1)
+  f_inv = lambda p: math.sqrt(2) * scipy.special.erfinv(2 * p - 1)
+  pdf = lambda z: np.exp(-z ** 2 / 2) / math.sqrt(2 * math.pi)
+  z_a = np.clip(f_inv(p_a), -v, v)
+  z_b = np.clip(f_inv(1 - p_b), -v, v)
+  n = x.shape[-1]
+  return a - z_a, b - z_b, p_a * (1 - p_a) / (n * pdf(z_a) ** 2), p_b * (1 - p_b) / (n * pdf(z_b) ** 2)
+
+
+def test_reference_quirks_reproduce_sigma_free_formula():
+  rng = np.random.default_rng(3)
+  s = 0.8 * np.sin(np.linspace(0, 4 * np.pi, 200))
+  x = (s + 1.7 * rng.standard_normal(200)).astype(np.float32)
+  s_sub, s_sup, v_a, v_b = _np_quirk_estimates(x.astype(np.float64), -2.0, 2.0, 0.13, 4.5, 0.01)
+  for det, want, var in [('sub', s_sub, v_a), ('sup', s_sup, v_b)]:
+    got, got_var = th.estimate(jnp.asarray(x), a=-2.0, b=2.0, sigma=1.7, bandwidth=0.13, detector=det,
+                               reference_quirks=True)
+    np.testing.assert_allclose(np.asarray(got), want, atol=2e-4)
+    np.testing.assert_allclose(np.asarray(got_var), var, rtol=2e-3, atol=1e-12)
+  got, _ = th.estimate(jnp.asarray(x), a=-2.0, b=2.0, sigma=1.7, bandwidth=0.13, reference_quirks=True)
+  den = v_a + v_b
+  want = np.where(den > 0, (s_sub * v_b + s_sup * v_a) / np.where(den > 0, den, 1), 0.5 * (s_sub + s_sup))
+  np.testing.assert_allclose(np.asarray(got), want, atol=2e-4)
+  # sigma does not enter the quirk formula; it does enter the correct one.
+  other, _ = th.estimate(jnp.asarray(x), a=-2.0, b=2.0, sigma=0.3, bandwidth=0.13, reference_quirks=True)
+  np.testing.assert_array_equal(np.asarray(other), np.asarray(got))
+  c1, _ = th.estimate(jnp.asarray(x), a=-2.0, b=2.0, sigma=1.7, bandwidth=13.0)
+  c2, _ = th.estimate(jnp.asarray(x), a=-2.0, b=2.0, sigma=0.3, bandwidth=13.0)
+  assert np.max(np.abs(np.asarray(c1) - np.asarray(c2))) > 0.1
+
+
+def test_estimate_is_finite_for_extreme_inputs():
+  x = jnp.concatenate([jnp.full(30, -50.0), jnp.full(30, 50.0), jnp.zeros(4)])
+  for quirks in (False, True):
+    for det in DETS:
+      est, var = th.estimate(x, a=-1.0, b=1.0, sigma=0.5, bandwidth=0.5 if quirks else 3.0, detector=det,
+                             reference_quirks=quirks)
+      chex.assert_tree_all_finite((est, var))
+      chex.assert_shape(est, (64,))
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Grid search == slow NumPy reference (one trial at a time, same noise)
+# ------------------------------------------------------------------------------------------------------------
+
+def _np_grid(signal, noise, a, b, sigmas, hs, *, domain, wavelet, level, quirks, pooling='estimates'):
+  """Straightforward loops over sigma, h, trial. Wavelet domain: pywt.wavedec / waverec (not srjax's matrix)."""
+  n = signal.shape[-1]
+  if domain == 'wavelet':
+    d = np.concatenate(pywt.wavedec(signal, wavelet, mode='periodization', level=level))
+    sizes = wv.block_sizes(n, level)
+    inverse = lambda c: pywt.waverec(np.split(c, np.cumsum(sizes)[:-1]), wavelet, mode='periodization')
+  else:
+    d, inverse = signal, lambda c: c
+  out = np.zeros((3, len(sigmas), len(hs)))
+  for i, sig in enumerate(sigmas):
+    for j, h in enumerate(hs):
+      acc = np.zeros((4, n))
+      if pooling == 'rates':
+        ia = np.mean([(d + sig * e < a) for e in noise], axis=0)
+        ib = np.mean([(d + sig * e > b) for e in noise], axis=0)
+        trials = [(ia, ib)]
+      else:
+        trials = [((d + sig * e < a).astype(float), (d + sig * e > b).astype(float)) for e in noise]
+      for ia, ib in trials:
+        if quirks:
+          x_like = None
+          p_a = np.clip(_np_reference_rates(ia, h, 0.01), 0, 1)
+          p_b = np.clip(_np_reference_rates(ib, h, 0.01), 0, 1)
+          z_a = np.clip(math.sqrt(2) * scipy.special.erfinv(2 * p_a - 1), -4.5, 4.5)
+          z_b = np.clip(math.sqrt(2) * scipy.special.erfinv(1 - 2 * p_b), -4.5, 4.5)
+          pdf2 = lambda z: np.exp(-z ** 2) / (2 * math.pi)
+          acc += [a - z_a, b - z_b, p_a * (1 - p_a) / (n * pdf2(z_a)), p_b * (1 - p_b) / (n * pdf2(z_b))]
+        else:
+          p_a, sq = _np_rates(ia, h, 'renormalize')
+          p_b, _ = _np_rates(ib, h, 'renormalize')
+          p_a, p_b = np.clip(p_a, 1e-6, 1 - 1e-6), np.clip(p_b, 1e-6, 1 - 1e-6)
+          z_a, z_b = scipy.special.ndtri(p_a), scipy.special.ndtri(p_b)
+          n_pool = len(noise) if pooling == 'rates' else 1
+          var = lambda p, z: sig ** 2 * p * (1 - p) * sq / n_pool / scipy.stats.norm.pdf(z) ** 2
+          acc += [a - sig * z_a, b + sig * z_b, var(p_a, z_a), var(p_b, z_b)]
+      s_sub, s_sup, v_a, v_b = acc / len(trials)
+      den = v_a + v_b
+      s_dbl = np.where(den > 0, (s_sub * v_b + s_sup * v_a) / np.where(den > 0, den, 1), 0.5 * (s_sub + s_sup))
+      for k, est in enumerate([s_sub, s_sup, s_dbl]):
+        out[k, i, j] = np.mean((inverse(est) - signal) ** 2)
+  return out
+
+
+@pytest.mark.parametrize('domain,quirks,pooling', [('data', False, 'estimates'), ('wavelet', False, 'estimates'),
+                                                   ('data', True, 'estimates'), ('wavelet', False, 'rates')])
+def test_grid_search_equals_slow_numpy(domain, quirks, pooling):
+  n, trials = 64, 4
+  signal = 0.9 * np.sin(np.linspace(0, 3 * np.pi, n))
+  noise = np.random.default_rng(5).standard_normal((trials, n)).astype(np.float32)
+  sigmas = np.array([0.6, 1.1, 1.9])
+  hs = np.array([0.05, 0.12]) if quirks else np.array([1.5, 3.0])
+  got = th.grid_search(jnp.asarray(signal, jnp.float32), jax.random.PRNGKey(0), a=-1.0, b=1.2, sigmas=sigmas,
+                       bandwidths=hs, n_trials=trials, domain=domain, wavelet='db4', level=2,
+                       reference_quirks=quirks, pooling=pooling, chunk_size=2, noise=jnp.asarray(noise))
+  want = _np_grid(signal, noise.astype(np.float64), -1.0, 1.2, sigmas, hs, domain=domain, wavelet='db4', level=2,
+                  quirks=quirks, pooling=pooling)
+  for k, det in enumerate(DETS):
+    chex.assert_shape(got.amse[det], (3, 2))
+    # float32 vs float64: rates agree to ~1e-7; clipped tails can move an estimate by ~1e-4.
+    np.testing.assert_allclose(got.amse[det], want[k], rtol=2e-3, atol=1e-6)
+    i, j = np.unravel_index(np.argmin(want[k]), want[k].shape)
+    assert got.best[det][:2] == (sigmas[i], hs[j])
+
+
+def test_grid_search_2d_equals_slow_numpy():
+  shape, trials = (8, 16), 2
+  yy, xx = np.meshgrid(np.linspace(0, 2 * np.pi, shape[0]), np.linspace(0, 2 * np.pi, shape[1]), indexing='ij')
+  signal = np.sin(xx) * np.cos(yy)
+  noise = np.random.default_rng(6).standard_normal((trials,) + shape)
+  sigmas, hs = np.array([0.8, 1.5]), np.array([1.0])
+  got = th.grid_search(jnp.asarray(signal, jnp.float32), jax.random.PRNGKey(0), a=-1.5, b=1.5, sigmas=sigmas,
+                       bandwidths=hs, n_trials=trials, domain='wavelet', wavelet='haar', level=1,
+                       noise=jnp.asarray(noise, jnp.float32))
+  Wr, Wc = wv.dwt_matrix(8, 'haar', 1), wv.dwt_matrix(16, 'haar', 1)
+  d = Wr @ signal @ Wc.T
+  want = np.zeros((3, 2))
+  for i, sig in enumerate(sigmas):
+    acc = np.zeros((4,) + shape)
+    for e in noise:
+      rates = []
+      for ind in ((d + sig * e < -1.5), (d + sig * e > 1.5)):
+        r, sq_r = _np_rates(ind.astype(float), 1.0, 'renormalize')
+        rc, sq_c = _np_rates(r.T, 1.0, 'renormalize')
+        rates.append(np.clip(rc.T, 1e-6, 1 - 1e-6))
+      sq = np.outer(_np_rates(np.zeros(8), 1.0, 'renormalize')[1], _np_rates(np.zeros(16), 1.0, 'renormalize')[1])
+      z_a, z_b = scipy.special.ndtri(rates[0]), scipy.special.ndtri(rates[1])
+      var = lambda p, z: sig ** 2 * p * (1 - p) * sq / scipy.stats.norm.pdf(z) ** 2
+      acc += [-1.5 - sig * z_a, 1.5 + sig * z_b, var(rates[0], z_a), var(rates[1], z_b)]
+    s_sub, s_sup, v_a, v_b = acc / trials
+    s_dbl = (s_sub * v_b + s_sup * v_a) / (v_a + v_b)
+    for k, est in enumerate([s_sub, s_sup, s_dbl]):
+      want[k, i] = np.mean((Wr.T @ est @ Wc - signal) ** 2)
+  for k, det in enumerate(DETS):
+    np.testing.assert_allclose(got.amse[det][:, 0], want[k], rtol=2e-3)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Recovery
+# ------------------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize('domain,level,bandwidth', [('data', None, 4.0), ('wavelet', 1, 3.0)])
+def test_amse_falls_with_more_trials(domain, level, bandwidth):
+  n = 128
+  signal = jnp.asarray(np.sin(np.linspace(np.pi, 4 * np.pi, n)), jnp.float32)
+  errors = []
+  for trials in (2, 32):
+    est = th.recover(signal, jax.random.PRNGKey(3), a=-2.0, b=2.0, sigma=1.2, bandwidth=bandwidth,
+                     n_trials=trials, domain=domain, wavelet='db4', level=level)
+    chex.assert_shape(est, (n,))
+    chex.assert_tree_all_finite(est)
+    errors.append(float(th.amse(signal, est)))
+  assert errors[1] < 0.6 * errors[0], errors
+
+
+def test_recover_agrees_with_grid_search():
+  n, trials = 64, 4
+  signal = jnp.asarray(0.9 * np.sin(np.linspace(0, 3 * np.pi, n)), jnp.float32)
+  noise = jax.random.normal(jax.random.PRNGKey(1), (trials, n))
+  grid = th.grid_search(signal, None, a=-1.0, b=1.2, sigmas=[1.1], bandwidths=[3.0], n_trials=trials, noise=noise)
+  for det in DETS:
+    est = th.recover(signal, None, a=-1.0, b=1.2, sigma=1.1, bandwidth=3.0, n_trials=trials, detector=det,
+                     noise=noise)
+    np.testing.assert_allclose(float(th.amse(signal, est)), grid.amse[det][0, 0], rtol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Errors
+# ------------------------------------------------------------------------------------------------------------
+
+def test_errors():
+  s = jnp.zeros(64)
+  key = jax.random.PRNGKey(0)
+  common = dict(a=-1.0, b=1.0, sigma=1.0, bandwidth=2.0, n_trials=2)
+  with pytest.raises(ValueError, match='a must be < the upper threshold b'):
+    th.indicators(s, 1.0, 1.0)
+  with pytest.raises(ValueError, match='a must be < the upper'):
+    th.recover(s, key, **{**common, 'a': 2.0})
+  with pytest.raises(ValueError, match='sigma must be finite and > 0'):
+    th.recover(s, key, **{**common, 'sigma': 0.0})
+  with pytest.raises(ValueError, match='bandwidth must be finite and > 0'):
+    th.recover(s, key, **{**common, 'bandwidth': -1.0})
+  with pytest.raises(ValueError, match='sigmas must be finite'):
+    th.grid_search(s, key, a=-1.0, b=1.0, sigmas=[1.0, -2.0], bandwidths=[1.0], n_trials=2)
+  with pytest.raises(ValueError, match='divisible by 2\\*\\*level'):
+    th.recover(jnp.zeros(48), key, **common, domain='wavelet', wavelet='haar', level=5)
+  with pytest.raises(ValueError, match='pywt.wavelist'):
+    th.recover(s, key, **common, domain='wavelet', wavelet='nope')
+  with pytest.raises(ValueError, match="detector='both' is not one of"):
+    th.recover(s, key, **common, detector='both')
+  with pytest.raises(ValueError, match="domain='fourier' is not one of"):
+    th.recover(s, key, **common, domain='fourier')
+  with pytest.raises(ValueError, match="boundary='reflect' is not one of"):
+    th.recover(s, key, **common, boundary='reflect')
+  with pytest.raises(ValueError, match="pooling='median' is not one of"):
+    th.recover(s, key, **common, pooling='median')
+  with pytest.raises(ValueError, match='chunk_size must be a positive divisor of n_trials=2'):
+    th.recover(s, key, **common, chunk_size=3)
+  with pytest.raises(ValueError, match='noise must have shape'):
+    th.recover(s, key, **common, noise=jnp.zeros((3, 64)))
+  with pytest.raises(ValueError, match='axes must be 1'):
+    th.kernel_rates(s, 1.0, axes=3)
+  with pytest.raises(ValueError, match='signal must be 1D'):
+    th.recover(jnp.zeros((2, 2, 2)), key, **common)
