@@ -314,6 +314,42 @@ def kernel_rates(ind: jnp.ndarray, bandwidth: float, *, boundary: str = 'renorma
   return _apply_kernels(ind, mats)
 
 
+_MAX_BAND = 24   # half-widths up to this use shifted multiply-adds instead of a dense matmul
+
+
+def _band(mat: jnp.ndarray, half: int) -> jnp.ndarray:
+  """Diagonals of a banded [n, n] kernel matrix: d[k + half, i] = mat[i, i + k] (0 outside), [2 half + 1, n]."""
+  n = mat.shape[0]
+  i = jnp.arange(n)[None, :]
+  j = i + jnp.arange(-half, half + 1)[:, None]
+  return jnp.where((j >= 0) & (j < n), mat[i, jnp.clip(j, 0, n - 1)], 0.0)
+
+
+def _apply_band(x: jnp.ndarray, diags: jnp.ndarray, axis: int) -> jnp.ndarray:
+  """out[..., i, ...] = sum_k diags[k, i] x[..., i + k - half, ...] along `axis` (zero outside)."""
+  half = (diags.shape[0] - 1) // 2
+  n = x.shape[axis]
+  pad = [(0, 0)] * x.ndim
+  pad[axis] = (half, half)
+  xp = jnp.pad(x, pad)
+  shape = [1] * x.ndim
+  shape[axis] = n
+  out = None
+  for k in range(2 * half + 1):
+    term = diags[k].reshape(shape) * jax.lax.slice_in_dim(xp, k, k + n, axis=axis)
+    out = term if out is None else out + term
+  return out
+
+
+def _smooth(ind: jnp.ndarray, mats: Sequence[jnp.ndarray], band: int | None) -> jnp.ndarray:
+  """Kernel smoothing of the trailing len(mats) axes: dense matmuls, or shifted multiply-adds when banded."""
+  if band is None:
+    return _apply_kernels(ind, mats)
+  for m, axis in zip(mats, range(ind.ndim - len(mats), ind.ndim)):
+    ind = _apply_band(ind, _band(m, band), axis)
+  return ind
+
+
 def _sum_sq_weights(mats: Sequence[jnp.ndarray]) -> jnp.ndarray:
   """sum_j w_ij^2 for each output position (the 1/n_eff of the kernel estimate), [n] or [n, m]."""
   sq = [jnp.sum(jnp.square(m), axis=1) for m in mats]
@@ -550,6 +586,7 @@ class _Config:
   chunk: int
   wavelet: bool
   h_batch: int
+  band: int | None = None   # static kernel half-width when small enough for shifted multiply-adds
 
 
 def _noise_chunk(cfg: _Config, key, noise, c):
@@ -585,7 +622,21 @@ def _estimates_all(cfg: _Config, p_a, p_b, sigmas, inv_n_eff, n_pooled):
                            p_clip=cfg.p_clip)
 
 
-def _means_for_h(cfg: _Config, coeffs, sigmas, h, key, noise):
+def _pooled_rates(cfg: _Config, coeffs, sigmas, key, noise):
+  """Exceedance frequencies over all trials, [2, S, *shape] (pooling='rates': smoothing is linear, so the
+  trial average of the smoothed indicators is the smoothing of their trial average)."""
+  sig = sigmas.reshape((-1, 1) + (1,) * len(cfg.shape))
+
+  def body(carry, c):
+    x = coeffs + sig * _noise_chunk(cfg, key, noise, c)[None]          # [S, C, *shape]
+    return carry + jnp.stack([jnp.sum(x < cfg.a, axis=1, dtype=jnp.float32),
+                              jnp.sum(x > cfg.b, axis=1, dtype=jnp.float32)]), None
+  zeros = jnp.zeros((2, sigmas.shape[0]) + cfg.shape, jnp.float32)
+  counts, _ = jax.lax.scan(body, zeros, jnp.arange(cfg.n_trials // cfg.chunk))
+  return counts / cfg.n_trials
+
+
+def _means_for_h(cfg: _Config, coeffs, sigmas, h, key, noise, freqs=None):
   """Trial-averaged (s_sub, s_sup, v_a, v_b, cov), each [S, *shape], for one bandwidth h (detection domain)."""
   mats = _kernels(cfg, h)
   inv_n_eff = _sum_sq_weights(mats)
@@ -593,26 +644,23 @@ def _means_for_h(cfg: _Config, coeffs, sigmas, h, key, noise):
   sig = sigmas.reshape((-1, 1) + (1,) * len(cfg.shape))
 
   if cfg.pooling == 'rates':
-    # Pool the indicators over trials first (smoothing is linear), then estimate once with n_eff * T.
-    def body(carry, c):
-      x = coeffs + sig * _noise_chunk(cfg, key, noise, c)[None]        # [S, C, *shape]
-      return (carry[0] + jnp.sum(x < cfg.a, axis=1, dtype=jnp.float32),
-              carry[1] + jnp.sum(x > cfg.b, axis=1, dtype=jnp.float32)), None
-    zeros = jnp.zeros((sigmas.shape[0],) + cfg.shape, jnp.float32)
-    (cnt_a, cnt_b), _ = jax.lax.scan(body, (zeros, zeros), jnp.arange(n_chunks))
-    p_a = _apply_kernels(cnt_a / cfg.n_trials, mats)
-    p_b = _apply_kernels(cnt_b / cfg.n_trials, mats)
-    return _estimates_all(cfg, p_a, p_b, sigmas, inv_n_eff, cfg.n_trials)
+    # One estimate from n_eff * n_trials pooled observations.
+    p = _smooth(freqs, mats, cfg.band)
+    return _estimates_all(cfg, p[0], p[1], sigmas, inv_n_eff, cfg.n_trials)
+
+  need_cov = cfg.weights == 'optimal'
 
   def body(carry, c):
     x = coeffs + sig * _noise_chunk(cfg, key, noise, c)[None]          # [S, C, *shape]
-    p_a = _apply_kernels((x < cfg.a).astype(jnp.float32), mats)
-    p_b = _apply_kernels((x > cfg.b).astype(jnp.float32), mats)
-    est = _estimates_all(cfg, p_a, p_b, sigmas, inv_n_eff, 1)
+    # Both indicator sets through ONE matmul: [2, S, C, *shape].
+    p = _smooth(jnp.stack([x < cfg.a, x > cfg.b]).astype(jnp.float32), mats, cfg.band)
+    est = _estimates_all(cfg, p[0], p[1], sigmas, inv_n_eff, 1)
+    est = est if need_cov else est[:4]
     return tuple(acc + jnp.sum(e, axis=1) for acc, e in zip(carry, est)), None
   zeros = jnp.zeros((sigmas.shape[0],) + cfg.shape, jnp.float32)
-  sums, _ = jax.lax.scan(body, (zeros,) * 5, jnp.arange(n_chunks))
-  return _Est(*(s / cfg.n_trials for s in sums))
+  sums, _ = jax.lax.scan(body, (zeros,) * (5 if need_cov else 4), jnp.arange(n_chunks))
+  means = [s / cfg.n_trials for s in sums]
+  return _Est(*means) if need_cov else _Est(*means, jnp.zeros_like(means[0]))
 
 
 def _detector_estimates(cfg: _Config, means: _Est, W):
@@ -624,9 +672,10 @@ def _detector_estimates(cfg: _Config, means: _Est, W):
 @functools.partial(jax.jit, static_argnames=('cfg',))
 def _grid_amse(cfg: _Config, signal, W, sigmas, bandwidths, key, noise):
   coeffs = _to_coeffs(cfg, signal, W)
+  freqs = _pooled_rates(cfg, coeffs, sigmas, key, noise) if cfg.pooling == 'rates' else None
 
   def per_h(h):
-    est = _detector_estimates(cfg, _means_for_h(cfg, coeffs, sigmas, h, key, noise), W)
+    est = _detector_estimates(cfg, _means_for_h(cfg, coeffs, sigmas, h, key, noise, freqs), W)
     return amse(signal, est)                                            # [3, S]
 
   out = jax.lax.map(per_h, bandwidths, batch_size=cfg.h_batch)         # [H, 3, S]
@@ -636,7 +685,8 @@ def _grid_amse(cfg: _Config, signal, W, sigmas, bandwidths, key, noise):
 @functools.partial(jax.jit, static_argnames=('cfg',))
 def _recover_all(cfg: _Config, signal, W, sigma, bandwidth, key, noise):
   coeffs = _to_coeffs(cfg, signal, W)
-  means = _means_for_h(cfg, coeffs, sigma[None], bandwidth, key, noise)
+  freqs = _pooled_rates(cfg, coeffs, sigma[None], key, noise) if cfg.pooling == 'rates' else None
+  means = _means_for_h(cfg, coeffs, sigma[None], bandwidth, key, noise, freqs)
   return _detector_estimates(cfg, means, W)[:, 0]                       # [3, *shape]
 
 
@@ -653,8 +703,20 @@ class GridResult(NamedTuple):
   bandwidths: np.ndarray
 
 
+def _halfwidth(h_max: float, shape: tuple[int, ...], quirks: bool, truncate: float | None) -> int | None:
+  """Largest offset |i - j| with a nonzero kernel weight, if small enough for banded smoothing, else None."""
+  if quirks:
+    half = int(math.floor(2.0 * h_max / _REFERENCE_STEP[len(shape)] + 1e-4)) // 2 + 1
+  elif truncate is None:
+    return None
+  else:
+    half = int(math.floor(truncate * h_max))
+  half = min(half, max(shape) - 1)
+  return half if half <= _MAX_BAND else None
+
+
 def _prepare(signal, *, a, b, n_trials, domain, wavelet, level, reference_quirks, boundary, weights, pooling,
-             truncate, p_clip, v_clip, chunk_size, noise, n_sigma, h_batch):
+             truncate, p_clip, v_clip, chunk_size, noise, n_sigma, h_batch, h_max):
   """Validates the common arguments; returns (cfg, signal, W, noise)."""
   a, b = _check_thresholds(a, b)
   _check_choice('domain', domain, DOMAINS)
@@ -693,7 +755,9 @@ def _prepare(signal, *, a, b, n_trials, domain, wavelet, level, reference_quirks
   cfg = _Config(shape=shape, a=a, b=b, quirks=bool(reference_quirks), boundary=boundary,
                 truncate=None if truncate is None else float(truncate), weights=weights, pooling=pooling,
                 p_clip=float(p_clip), v_clip=_v_clip(v_clip, len(shape)), n_trials=int(n_trials),
-                chunk=int(chunk_size), wavelet=domain == 'wavelet', h_batch=int(h_batch))
+                chunk=int(chunk_size), wavelet=domain == 'wavelet', h_batch=int(h_batch),
+                band=_halfwidth(float(h_max), shape, bool(reference_quirks),
+                                None if truncate is None else float(truncate)))
   return cfg, signal, W, noise
 
 
@@ -732,7 +796,8 @@ def recover(signal: jnp.ndarray, key: jax.Array, *, a: float, b: float, sigma: f
   cfg, signal, W, noise = _prepare(
       signal, a=a, b=b, n_trials=n_trials, domain=domain, wavelet=wavelet, level=level,
       reference_quirks=reference_quirks, boundary=boundary, weights=weights, pooling=pooling, truncate=truncate,
-      p_clip=p_clip, v_clip=v_clip, chunk_size=chunk_size, noise=noise, n_sigma=1, h_batch=1)
+      p_clip=p_clip, v_clip=v_clip, chunk_size=chunk_size, noise=noise, n_sigma=1, h_batch=1,
+      h_max=float(bandwidth))
   out = _recover_all(cfg, signal, W, jnp.asarray(sigma, jnp.float32), jnp.asarray(bandwidth, jnp.float32),
                      key, noise)
   return out[DETECTORS.index(detector)]
@@ -761,7 +826,7 @@ def grid_search(signal: jnp.ndarray, key: jax.Array, *, a: float, b: float, sigm
       signal, a=a, b=b, n_trials=n_trials, domain=domain, wavelet=wavelet, level=level,
       reference_quirks=reference_quirks, boundary=boundary, weights=weights, pooling=pooling, truncate=truncate,
       p_clip=p_clip, v_clip=v_clip, chunk_size=chunk_size, noise=noise, n_sigma=sig.size,
-      h_batch=min(int(h_batch), hs.size))
+      h_batch=min(int(h_batch), hs.size), h_max=float(hs.max()))
   out = np.asarray(_grid_amse(cfg, signal, W, jnp.asarray(sig, jnp.float32), jnp.asarray(hs, jnp.float32),
                               key, noise), dtype=np.float64)
   table = {d: out[i] for i, d in enumerate(DETECTORS)}

@@ -291,14 +291,19 @@ def _np_grid(signal, noise, a, b, sigmas, hs, *, domain, wavelet, level, quirks,
   return out
 
 
-@pytest.mark.parametrize('domain,quirks,pooling', [('data', False, 'estimates'), ('wavelet', False, 'estimates'),
-                                                   ('data', True, 'estimates'), ('wavelet', False, 'rates')])
-def test_grid_search_equals_slow_numpy(domain, quirks, pooling):
+# Largest bandwidths decide the smoothing path: half-width <= 24 samples -> shifted multiply-adds, else matmul.
+@pytest.mark.parametrize('domain,quirks,pooling,hs', [
+    ('data', False, 'estimates', (1.5, 3.0)),        # banded
+    ('wavelet', False, 'estimates', (1.5, 7.0)),     # dense
+    ('data', True, 'estimates', (0.05, 0.12)),       # reference kernel, banded
+    ('data', True, 'estimates', (0.05, 0.3)),        # reference kernel, dense
+    ('wavelet', False, 'rates', (1.5, 3.0))])
+def test_grid_search_equals_slow_numpy(domain, quirks, pooling, hs):
   n, trials = 64, 4
   signal = 0.9 * np.sin(np.linspace(0, 3 * np.pi, n))
   noise = np.random.default_rng(5).standard_normal((trials, n)).astype(np.float32)
   sigmas = np.array([0.6, 1.1, 1.9])
-  hs = np.array([0.05, 0.12]) if quirks else np.array([1.5, 3.0])
+  hs = np.array(hs)
   got = th.grid_search(jnp.asarray(signal, jnp.float32), jax.random.PRNGKey(0), a=-1.0, b=1.2, sigmas=sigmas,
                        bandwidths=hs, n_trials=trials, domain=domain, wavelet='db4', level=2,
                        reference_quirks=quirks, pooling=pooling, chunk_size=2, noise=jnp.asarray(noise))
