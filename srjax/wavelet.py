@@ -20,8 +20,9 @@ ports of its two transforms (tests/test_wavelet.py):
   reference's 1D transform `dwtr(x, L, MakeONFilter('Symmlet', 8))` is
   `dwt_matrix(n, 'sym8', L, roll=dwtr_roll('sym8'), reverse_filter=True)`.
 * `Wavmat(h, N, k0, 0)` (the reference's 2D matrix, used as `W X W'`) correlates with `h` where `dwtr`
-  convolves. With WaveLab's Symmlet 6 it equals `dwt_matrix(N, 'sym6', k0, roll=wavmat_roll('sym6'),
-  reverse_filter=True)` exactly (same detail signs).
+  convolves, which reverses the filter once more. With WaveLab's Symmlet 6 (its published 2D demo) it equals
+  `dwt_matrix(N, 'sym6', k0, roll=wavmat_roll('sym6'), reverse_filter=True)`; with WaveLab's Symmlet 8 it
+  equals `dwt_matrix(N, 'sym8', k0, roll=wavmat_roll('sym8'))` (the two reversals cancel). Exactly, same signs.
 
 All of these are orthogonal. They differ from one another by shifts and by time reversal of the basis.
 """

@@ -144,11 +144,11 @@ def test_reference_dwtr_alignment(levels):
     assert np.max(np.abs(single - ref_pywt)) > 1e-3
 
 
-def test_reference_wavmat_alignment():
-  s6 = WAVELAB_SYMMLET6 / np.linalg.norm(WAVELAB_SYMMLET6)
-  ref = _wavmat_port(s6, 64, 3, 0)
+@pytest.mark.parametrize('name,table,reverse', [('sym6', WAVELAB_SYMMLET6, True), ('sym8', WAVELAB_SYMMLET8, False)])
+def test_reference_wavmat_alignment(name, table, reverse):
+  ref = _wavmat_port(table / np.linalg.norm(table), 64, 3, 0)
   np.testing.assert_allclose(ref @ ref.T, np.eye(64), atol=1e-9)
-  W = wv.dwt_matrix(64, 'sym6', 3, roll=wv.wavmat_roll('sym6'), reverse_filter=True)
+  W = wv.dwt_matrix(64, name, 3, roll=wv.wavmat_roll(name), reverse_filter=reverse)
   np.testing.assert_allclose(W, ref, atol=1e-9)
 
 
