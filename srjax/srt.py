@@ -160,15 +160,7 @@ def srt(apply_fn: Callable[[Any, jax.Array], jax.Array], params: Any, img: jax.A
     raise TypeError(f'img must be a float array (normalised model input); got dtype {img.dtype}')
   single = img.ndim == 3
   batched = img[None] if single else img
-  n_img = batched.shape[0]
-  if chunk_size is None:
-    chunk_size = max(1, IMAGES_PER_FORWARD // max(n_img, 1))
-  if not isinstance(chunk_size, (int, np.integer)) or isinstance(chunk_size, bool):
-    raise TypeError(f'chunk_size must be an int or None; got {chunk_size!r}')
-  if chunk_size < 1:
-    raise ValueError(f'chunk_size must be >= 1; got {chunk_size}')
-  n_chunks = math.ceil(len(offs) / chunk_size)
-  per_chunk = math.ceil(len(offs) / n_chunks)  # balanced chunks: at most n_chunks - 1 padded slots
+  _, per_chunk = plan_chunks(len(offs), batched.shape[0], chunk_size)
   try:
     hash(apply_fn)
   except TypeError as e:
@@ -178,6 +170,23 @@ def srt(apply_fn: Callable[[Any, jax.Array], jax.Array], params: Any, img: jax.A
   if single:
     return jax.tree.map(lambda a: a[0], out)
   return out
+
+
+def plan_chunks(n_offsets: int, n_images: int, chunk_size: int | None = None) -> tuple[int, int]:
+  """How `srt` splits N offsets into chunks: returns (n_chunks, offsets per chunk).
+
+  chunk_size None means max(1, IMAGES_PER_FORWARD // n_images). Chunks are balanced: ceil(N / chunk_size)
+  chunks of ceil(N / n_chunks) offsets (e.g. 49 offsets, chunk_size 8 -> 7 chunks of 7); the last chunk is
+  padded with zero-weight offsets, which still cost a forward each (at most n_chunks - 1 of them).
+  """
+  if chunk_size is None:
+    chunk_size = max(1, IMAGES_PER_FORWARD // max(n_images, 1))
+  if not isinstance(chunk_size, (int, np.integer)) or isinstance(chunk_size, bool):
+    raise TypeError(f'chunk_size must be an int or None; got {chunk_size!r}')
+  if chunk_size < 1:
+    raise ValueError(f'chunk_size must be >= 1; got {chunk_size}')
+  n_chunks = math.ceil(n_offsets / chunk_size)
+  return n_chunks, math.ceil(n_offsets / n_chunks)
 
 
 # ----------------------------------------------------------------------------------------------------------
