@@ -314,7 +314,7 @@ def kernel_rates(ind: jnp.ndarray, bandwidth: float, *, boundary: str = 'renorma
   return _apply_kernels(ind, mats)
 
 
-_MAX_BAND = 24   # half-widths up to this use shifted multiply-adds instead of a dense matmul
+_MAX_BAND = 8   # half-widths up to this use shifted multiply-adds (faster than a dense matmul there)
 
 
 def _band(mat: jnp.ndarray, half: int) -> jnp.ndarray:
@@ -346,7 +346,8 @@ def _smooth(ind: jnp.ndarray, mats: Sequence[jnp.ndarray], band: int | None) -> 
   if band is None:
     return _apply_kernels(ind, mats)
   for m, axis in zip(mats, range(ind.ndim - len(mats), ind.ndim)):
-    ind = _apply_band(ind, _band(m, band), axis)
+    # The barrier materialises the sum; otherwise XLA may fuse (and recompute) it inside every consumer.
+    ind = jax.lax.optimization_barrier(_apply_band(ind, _band(m, band), axis))
   return ind
 
 
@@ -491,16 +492,18 @@ def estimate(x: jnp.ndarray, *, a: float, b: float, sigma: float, bandwidth: flo
   x = jnp.asarray(x, jnp.float32)
   if x.ndim < axes:
     raise ValueError(f'x must have at least {axes} axes for axes={axes}, got shape {x.shape}.')
-  return _estimate_jit(x, jnp.float32(sigma), jnp.float32(bandwidth), a=a, b=b, detector=detector,
-                       reference_quirks=bool(reference_quirks), boundary=boundary, axes=axes, weights=weights,
-                       truncate=None if truncate is None else float(truncate), p_clip=float(p_clip),
-                       v_clip=_v_clip(v_clip, axes))
+  out = _estimate_jit(x, jnp.float32(sigma), jnp.float32(bandwidth), a=a, b=b,
+                      reference_quirks=bool(reference_quirks), boundary=boundary, axes=axes, weights=weights,
+                      truncate=None if truncate is None else float(truncate), p_clip=float(p_clip),
+                      v_clip=_v_clip(v_clip, axes))
+  return out[DETECTORS.index(detector)]
 
 
-@functools.partial(jax.jit, static_argnames=('a', 'b', 'detector', 'reference_quirks', 'boundary', 'axes',
-                                             'weights', 'truncate', 'p_clip', 'v_clip'))
-def _estimate_jit(x, sigma, bandwidth, *, a, b, detector, reference_quirks, boundary, axes, weights, truncate,
-                  p_clip, v_clip):
+@functools.partial(jax.jit, static_argnames=('a', 'b', 'reference_quirks', 'boundary', 'axes', 'weights',
+                                             'truncate', 'p_clip', 'v_clip'))
+def _estimate_jit(x, sigma, bandwidth, *, a, b, reference_quirks, boundary, axes, weights, truncate, p_clip,
+                  v_clip):
+  """(estimate, variance) for each of DETECTORS (one compile serves all three)."""
   shape = x.shape[x.ndim - axes:]
   step = _REFERENCE_STEP[axes] if reference_quirks else None
   mats = [_kernel_matrix(n, bandwidth, boundary, truncate, step) for n in shape]
@@ -509,7 +512,7 @@ def _estimate_jit(x, sigma, bandwidth, *, a, b, detector, reference_quirks, boun
   est = sub_sup_estimates(p_a, p_b, a=a, b=b, sigma=sigma, inv_n_eff=_sum_sq_weights(mats),
                           reference_quirks=reference_quirks, v_clip=v_clip, n_total=int(np.prod(shape)),
                           p_clip=p_clip)
-  return _combine(detector, *est, weights)
+  return tuple(_combine(d, *est, weights) for d in DETECTORS)
 
 
 def estimate_constant(x: jnp.ndarray, *, a: float, b: float, sigma: float, detector: str = 'double',
