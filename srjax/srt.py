@@ -43,6 +43,9 @@ M2) for the variance), so peak memory does not grow with the number of offsets. 
 sample: it stores N * B * h * w * C' floats (token) or N * B * H * W * C' floats (pixel), e.g. 49 offsets of
 ViT-S/16 at 224^2 take 49*196*384*4 B = 15 MB per image (token) and 49*224^2*384*4 B = 3.8 GB (pixel).
 
+Imports: `srjax.srt` (the package attribute) is the function `srt`; import the helpers from the module with
+`from srjax.srt import offsets_grid, shift, plan_chunks`.
+
 Compilation: the whole computation is one `jax.jit` with `apply_fn`, the offsets and all options static, so
 there is one compile per (apply_fn, options, input shapes) and later calls reuse it. `apply_fn` must therefore
 be hashable, and equal-but-distinct objects should compare equal to share the cache: a module-level function,
@@ -210,7 +213,10 @@ def _check_offsets(offsets: Any, name: str) -> Offsets:
   """Validates a list of (dy, dx) integer pairs and returns it as a hashable tuple of int pairs."""
   if isinstance(offsets, (str, bytes)):
     raise TypeError(f'{name} must be a sequence of (dy, dx) integer pairs; got {offsets!r}')
-  arr = np.asarray(offsets, dtype=object) if not isinstance(offsets, np.ndarray) else offsets
+  try:
+    arr = np.asarray(offsets)
+  except (ValueError, TypeError) as e:  # ragged input
+    raise ValueError(f'{name} must be a sequence of (dy, dx) pairs, shape [N, 2]; got {offsets!r}') from e
   if arr.ndim != 2 or arr.shape[1] != 2 or arr.shape[0] == 0:
     raise ValueError(f'{name} must be a non-empty sequence of (dy, dx) pairs, shape [N, 2]; got shape '
                      f'{arr.shape}')
