@@ -724,7 +724,7 @@ def _halfwidth(h_max: float, shape: tuple[int, ...], quirks: bool, truncate: flo
   return half if half <= _MAX_BAND else None
 
 
-def _prepare(signal, *, a, b, n_trials, domain, wavelet, level, reference_quirks, boundary, weights, pooling,
+def _prepare(signal, key, *, a, b, n_trials, domain, wavelet, level, reference_quirks, boundary, weights, pooling,
              truncate, p_clip, v_clip, chunk_size, noise, n_sigma, h_batch, h_max):
   """Validates the common arguments; returns (cfg, signal, W, noise)."""
   a, b = _check_thresholds(a, b)
@@ -738,6 +738,8 @@ def _prepare(signal, *, a, b, n_trials, domain, wavelet, level, reference_quirks
   if isinstance(n_trials, bool) or not isinstance(n_trials, (int, np.integer)) or n_trials < 1:
     raise ValueError(f'n_trials must be a positive integer, got {n_trials!r}.')
   shape = tuple(int(d) for d in signal.shape)
+  if noise is None and key is None:
+    raise ValueError('key must be a PRNG key when noise is None (noise=None draws the trials from key).')
   if noise is not None:
     noise = jnp.asarray(noise, jnp.float32)
     if noise.shape != (n_trials,) + shape:
@@ -803,7 +805,7 @@ def recover(signal: jnp.ndarray, key: jax.Array, *, a: float, b: float, sigma: f
   _check_positive('bandwidth', bandwidth)
   _check_choice('detector', detector, DETECTORS)
   cfg, signal, W, noise = _prepare(
-      signal, a=a, b=b, n_trials=n_trials, domain=domain, wavelet=wavelet, level=level,
+      signal, key, a=a, b=b, n_trials=n_trials, domain=domain, wavelet=wavelet, level=level,
       reference_quirks=reference_quirks, boundary=boundary, weights=weights, pooling=pooling, truncate=truncate,
       p_clip=p_clip, v_clip=v_clip, chunk_size=chunk_size, noise=noise, n_sigma=1, h_batch=1,
       h_max=float(bandwidth))
@@ -832,7 +834,7 @@ def grid_search(signal: jnp.ndarray, key: jax.Array, *, a: float, b: float, sigm
   if isinstance(h_batch, bool) or not isinstance(h_batch, (int, np.integer)) or h_batch < 1:
     raise ValueError(f'h_batch must be a positive integer, got {h_batch!r}.')
   cfg, signal, W, noise = _prepare(
-      signal, a=a, b=b, n_trials=n_trials, domain=domain, wavelet=wavelet, level=level,
+      signal, key, a=a, b=b, n_trials=n_trials, domain=domain, wavelet=wavelet, level=level,
       reference_quirks=reference_quirks, boundary=boundary, weights=weights, pooling=pooling, truncate=truncate,
       p_clip=p_clip, v_clip=v_clip, chunk_size=chunk_size, noise=noise, n_sigma=sig.size,
       h_batch=min(int(h_batch), hs.size), h_max=float(hs.max()))

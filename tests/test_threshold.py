@@ -414,5 +414,7 @@ def test_errors():
     th.recover(s, key, **common, noise=jnp.zeros((3, 64)))
   with pytest.raises(ValueError, match='axes must be 1'):
     th.kernel_rates(s, 1.0, axes=3)
+  with pytest.raises(ValueError, match='key must be a PRNG key'):
+    th.recover(s, None, **common)
   with pytest.raises(ValueError, match='signal must be 1D'):
     th.recover(jnp.zeros((2, 2, 2)), key, **common)

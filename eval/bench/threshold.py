@@ -103,7 +103,7 @@ def srjax_compiled(signal, noise, hs, *, domain: str, quirks: bool):
   """AOT-compiles exactly the computation `th.grid_search` runs. Returns (call, compile_s, peak_mb)."""
   # Private pieces on purpose: grid_search = _prepare + _grid_amse + a host-side argmin.
   cfg, sig_j, W, noise_j = th._prepare(  # pylint: disable=protected-access
-      jnp.asarray(signal, jnp.float32), a=A, b=B, n_trials=TRIALS, domain=domain, wavelet=WAVELET, level=LEVEL,
+      jnp.asarray(signal, jnp.float32), None, a=A, b=B, n_trials=TRIALS, domain=domain, wavelet=WAVELET, level=LEVEL,
       reference_quirks=quirks, boundary=None, weights='variance', pooling='estimates', truncate=4.0, p_clip=1e-6,
       v_clip=None, chunk_size=None, noise=jnp.asarray(noise, jnp.float32), n_sigma=SIGMAS.size, h_batch=1,
       h_max=float(np.max(hs)))
