@@ -3,6 +3,7 @@
   nice python -m eval.bench.srt                 # ViT-S/16 at 224^2, 1 image (a few minutes on 2 CPU cores)
   nice python -m eval.bench.srt --quick         # ViT-Ti/16 at 64^2, smoke test (~1 min)
   nice python -m eval.bench.srt --batch-sweep   # also: forward time per image vs batch size (default chunk)
+  nice python -m eval.bench.srt --memory-sweep  # also: compiled peak memory of mean / var / median vs d
 
 Variants, per d (N = (2d+1)^2 offsets):
   token  srjax `srt(output='token')`: chunked vmap + lax.scan, area-overlap weights at token resolution.
@@ -12,6 +13,9 @@ Variants, per d (N = (2d+1)^2 offsets):
   ideal  the batched forwards alone: n_chunks jitted forwards of chunk * B images, rescaled by
          N / (n_chunks * chunk) to exactly N offsets; srjax's ratio to it is its overhead (shifts, padded
          slots, aggregation). Timing rounds interleave the variants; ratios are taken within a round.
+The 'machinery only' rows run srt with a near-free apply_fn of the same output shape: their time is the SRT
+overhead itself (shifts, area weights, aggregation), and their over_ideal is 1 + that time / the ideal, an
+estimate of the ratio that does not depend on how loaded the machine is.
 Peak memory is XLA's static estimate for the compiled call (`compiled_peak_mb`); with chunking it should not
 grow with N. A `token, 1 chunk` row compiles (does not run) the token path with every offset in one batch to
 show what chunking saves. The RESULT line: token/pixel time over ideal at d=3 and token peak MiB at d=1, d=3.
@@ -19,6 +23,7 @@ show what chunking saves. The RESULT line: token/pixel time over ideal at d=3 an
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import time
 
@@ -58,6 +63,18 @@ def naive_srt(fwd, params, img: np.ndarray, offsets, output: str) -> np.ndarray:
   return out
 
 
+@dataclasses.dataclass(frozen=True)
+class CheapFeatures:
+  """Stand-in feature extractor with the ViT's output shape and almost no compute (patch mean, projection):
+  srt with it times the SRT machinery alone (shift, weights, aggregation), independently of the load."""
+  patch: int
+
+  def __call__(self, params, x):
+    b, h, w, c = x.shape
+    p = self.patch
+    return x.reshape(b, h // p, p, w // p, p, c).mean((2, 4)) @ params
+
+
 def forward_per_image(fwd, params, batch: int, size: int, repeats: int) -> float:
   x = jnp.asarray(np.random.RandomState(0).rand(batch, size, size, 3), jnp.float32)
   common.block(fwd(params, x))
@@ -74,6 +91,7 @@ def main() -> None:
   parser.add_argument('--chunk', type=int, default=None, help='chunk_size (default: srt default)')
   parser.add_argument('--repeats', type=int, default=3, help='interleaved timing rounds')
   parser.add_argument('--no-naive', action='store_true', help='skip the Python-loop variant')
+  parser.add_argument('--memory-sweep', action='store_true', help='peak memory of mean/var/median vs d')
   parser.add_argument('--batch-sweep', action='store_true', help='forward time per image vs batch size')
   args = parser.parse_args()
   variant = args.variant or ('Ti/16' if args.quick else 'S/16')
@@ -135,6 +153,21 @@ def main() -> None:
       result[f'{k.split()[0]}_over_ideal_d{d}'] = ratio
     for output in ('token', 'pixel'):
       result[f'{output}_peak_mb_d{d}'] = info[output]['peak_mb']
+  # The machinery alone, with a near-free apply_fn of the same output shape (robust to machine load).
+  d = max(ds)
+  offs = srt_mod.offsets_grid(d)
+  n_chunks, per_chunk = srt_mod.plan_chunks(len(offs), args.batch, args.chunk)
+  cheap, cheap_params = CheapFeatures(cfg['patch_size']), jnp.ones((3, cfg['width']), jnp.float32)
+  ideal_d = [r['s_per_image'] for r in rows if r['d'] == d and r['variant'] == 'ideal'][0]
+  for output in ('token', 'pixel'):
+    compiled, compile_s = common.compile_seconds(
+        srt_mod._srt_jit, cheap, cheap_params, img, offsets=offs, padding='zeros', output=output,
+        aggregate='mean', back_fill='exclude', chunk_size=per_chunk)
+    t = common.median_time(lambda c=compiled: c(cheap_params, img), warmup=1, repeats=args.repeats) / args.batch
+    result[f'{output}_machinery_est_d{d}'] = 1 + t / ideal_d
+    rows.append({'d': d, 'variant': f'{output} machinery only (cheap apply_fn)', 'offsets': len(offs),
+                 'chunks': f'{n_chunks}x{per_chunk}', 's_per_image': t, 'over_ideal': 1 + t / ideal_d,
+                 'compile_s': compile_s})
   # What chunking saves: the token path with all offsets of the largest d in one batch (compiled only).
   d = max(ds)
   offs = srt_mod.offsets_grid(d)
@@ -143,6 +176,21 @@ def main() -> None:
       back_fill='exclude', chunk_size=len(offs))
   rows.append({'d': d, 'variant': 'token, 1 chunk (not run)', 'offsets': len(offs), 'chunks': f'1x{len(offs)}',
                'compile_s': compile_s, 'peak_mb': common.compiled_peak_mb(compiled)})
+
+  if args.memory_sweep:
+    print('\n## Compiled peak memory (MiB) vs d, per aggregate (compile only)\n')
+    mem_rows = []
+    for output in ('token', 'pixel'):
+      for aggregate in ('mean', 'var', 'median'):
+        row = {'output': output, 'aggregate': aggregate}
+        for d in ds:
+          offs = srt_mod.offsets_grid(d)
+          compiled = srt_mod._srt_jit.lower(
+              fn, params, img, offsets=offs, padding='zeros', output=output, aggregate=aggregate,
+              back_fill='exclude', chunk_size=srt_mod.plan_chunks(len(offs), args.batch, args.chunk)[1]).compile()
+          row[f'd={d}'] = common.compiled_peak_mb(compiled)
+        mem_rows.append(row)
+    common.print_table(mem_rows, ['output', 'aggregate'] + [f'd={d}' for d in ds])
 
   print('\n## SRT time per image (median), ratio to the ideal of the same d, compile time, peak memory\n')
   common.print_table(rows, ['d', 'variant', 'offsets', 'chunks', 's_per_image', 'over_ideal', 'compile_s',
@@ -156,6 +204,8 @@ def main() -> None:
   dmax, dmin = max(ds), min(ds)
   common.print_result(**{f'token_over_ideal_d{dmax}': result[f'token_over_ideal_d{dmax}'],
                          f'pixel_over_ideal_d{dmax}': result[f'pixel_over_ideal_d{dmax}'],
+                         f'token_machinery_est_d{dmax}': result[f'token_machinery_est_d{dmax}'],
+                         f'pixel_machinery_est_d{dmax}': result[f'pixel_machinery_est_d{dmax}'],
                          f'peak_mb_d{dmin}': result[f'token_peak_mb_d{dmin}'],
                          f'peak_mb_d{dmax}': result[f'token_peak_mb_d{dmax}']})
 
