@@ -31,9 +31,10 @@ classifier head on a (possibly SRT-ensembled) stride-32 map is :func:`head_fn` (
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import os
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import flax.linen as nn
 import jax
@@ -43,7 +44,8 @@ import numpy as np
 from srjax.models import torch_pickle
 
 __all__ = ['EfficientNetLite0', 'STAGES', 'ENDPOINTS', 'normalize', 'preprocess', 'features', 'head_fn',
-           'classify_fn', 'from_torch_state_dict', 'pretrained_path', 'load_pretrained']
+           'classify_fn', 'from_torch_state_dict', 'pretrained_path', 'load_pretrained', 'LiteFeatures', 'LiteHead',
+           'LiteClassifier']
 
 # (num_blocks, kernel, stride, expand_ratio, out_channels) per stage.
 STAGES: tuple[tuple[int, int, int, int, int], ...] = (
@@ -159,35 +161,57 @@ def preprocess(images01: jax.Array, size: int = 224) -> jax.Array:
   return normalize(x)
 
 
-def _apply(model: EfficientNetLite0, method):
-  def apply_fn(variables, x):
-    return model.apply(variables, x, method=method)
-  return apply_fn
+@dataclasses.dataclass(frozen=True)
+class LiteFeatures:
+  """Hashable ``apply_fn(variables, x) -> [B, H/stride, W/stride, C]`` (equal instances share jit caches)."""
+  model: EfficientNetLite0
+  stride: int = 32
+
+  def __call__(self, variables: Any, x: jax.Array) -> jax.Array:
+    return self.model.apply(variables, x, self.stride, method=EfficientNetLite0.backbone)
 
 
-def features(model: EfficientNetLite0, stride: int = 32) -> Callable[[Any, jax.Array], jax.Array]:
+@dataclasses.dataclass(frozen=True)
+class LiteHead:
+  """Hashable ``apply_fn(variables, f) -> [B, num_classes]`` on a stride-32 map [B, h, w, 1280]."""
+  model: EfficientNetLite0
+
+  def __call__(self, variables: Any, f: jax.Array) -> jax.Array:
+    return self.model.apply(variables, f, method=EfficientNetLite0.head)
+
+
+@dataclasses.dataclass(frozen=True)
+class LiteClassifier:
+  """Hashable ``apply_fn(variables, x) -> [B, num_classes]`` from normalised images."""
+  model: EfficientNetLite0
+
+  def __call__(self, variables: Any, x: jax.Array) -> jax.Array:
+    return self.model.apply(variables, x)
+
+
+def features(model: EfficientNetLite0, stride: int = 32) -> LiteFeatures:
   """An ``apply_fn(variables, x) -> [B, H/stride, W/stride, C]`` feature extractor for SRT.
 
   Args:
     model: the module.
-    stride: output stride, one of ``ENDPOINTS`` (2, 4, 8, 16, 32).
+    stride: output stride, one of ``ENDPOINTS`` (2, 4, 8, 16, 32); C is ``ENDPOINTS[stride][2]``.
 
   Returns:
-    ``apply_fn`` taking ``{'params', 'batch_stats'}`` and normalised NHWC images [B, H, W, 3].
+    A hashable ``apply_fn`` taking ``{'params', 'batch_stats'}`` and normalised NHWC images [B, H, W, 3].
   """
   if stride not in ENDPOINTS:
     raise ValueError(f'stride must be one of {sorted(ENDPOINTS)}, got {stride!r}')
-  return _apply(model, lambda m, x: m.backbone(x, stride))
+  return LiteFeatures(model, stride)
 
 
-def head_fn(model: EfficientNetLite0) -> Callable[[Any, jax.Array], jax.Array]:
+def head_fn(model: EfficientNetLite0) -> LiteHead:
   """``apply_fn(variables, f)``: logits [B, num_classes] from a stride-32 map f [B, h, w, 1280] (Appendix A)."""
-  return _apply(model, lambda m, f: m.head(f))
+  return LiteHead(model)
 
 
-def classify_fn(model: EfficientNetLite0) -> Callable[[Any, jax.Array], jax.Array]:
+def classify_fn(model: EfficientNetLite0) -> LiteClassifier:
   """``apply_fn(variables, x)``: logits [B, num_classes] from normalised images."""
-  return _apply(model, lambda m, x: m(x))
+  return LiteClassifier(model)
 
 
 def _conv(w: np.ndarray) -> dict:

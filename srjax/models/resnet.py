@@ -22,14 +22,15 @@ that maps a last-stage map to logits, so ``head(srt(features(last)))`` is SRT cl
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+import dataclasses
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 __all__ = ['ResNet', 'BasicBlock', 'cifar_resnet', 'resnet20', 'resnet32', 'resnet56', 'resnet18', 'features',
-           'head_fn', 'classify_fn', 'feature_stride']
+           'head_fn', 'classify_fn', 'feature_stride', 'ResNetFeatures', 'ResNetHead', 'ResNetClassifier']
 
 _NORMS = ('batch', 'group')
 _STEMS = ('cifar', 'imagenet')
@@ -176,7 +177,38 @@ def feature_stride(model: ResNet, stage: int = -1) -> int:
   return 2 ** (stage % n) * (4 if model.stem == 'imagenet' else 1)
 
 
-def features(model: ResNet, stage: int = -1) -> Callable[[Any, jax.Array], jax.Array]:
+@dataclasses.dataclass(frozen=True)
+class ResNetFeatures:
+  """Hashable ``apply_fn(variables, x) -> [B, h, w, C]``: the inference-mode map after ``stage``.
+
+  Equal instances hash equal, so ``srjax.srt``'s jit cache is shared across calls (see :func:`features`).
+  """
+  model: ResNet
+  stage: int = -1
+
+  def __call__(self, variables: Any, x: jax.Array) -> jax.Array:
+    return self.model.apply(variables, x, self.stage, method=ResNet.backbone)
+
+
+@dataclasses.dataclass(frozen=True)
+class ResNetHead:
+  """Hashable ``apply_fn(variables, f) -> [B, num_classes]``: average pool + dense on a last-stage map."""
+  model: ResNet
+
+  def __call__(self, variables: Any, f: jax.Array) -> jax.Array:
+    return self.model.apply(variables, f, method=ResNet.head)
+
+
+@dataclasses.dataclass(frozen=True)
+class ResNetClassifier:
+  """Hashable ``apply_fn(variables, x) -> [B, num_classes]`` in inference mode."""
+  model: ResNet
+
+  def __call__(self, variables: Any, x: jax.Array) -> jax.Array:
+    return self.model.apply(variables, x)
+
+
+def features(model: ResNet, stage: int = -1) -> ResNetFeatures:
   """``apply_fn(variables, x) -> [B, h, w, C]``: the inference-mode map after ``stage`` (for ``srjax.srt``).
 
   Args:
@@ -184,26 +216,22 @@ def features(model: ResNet, stage: int = -1) -> Callable[[Any, jax.Array], jax.A
     stage: 0-based stage index; -1 is the last stage, the map right before the head (Appendix A).
 
   Returns:
-    ``apply_fn`` taking the variables dict (``{'params', 'batch_stats'}`` or ``{'params'}``) and [B, H, W, C_in].
+    A hashable ``apply_fn`` taking the variables dict (``{'params', 'batch_stats'}``, or ``{'params'}`` for
+    GroupNorm) and images [B, H, W, C_in]; output stride :func:`feature_stride`.
   """
+  if not isinstance(model, ResNet):
+    raise TypeError(f'model must be a srjax.models.resnet.ResNet, got {type(model).__name__}')
   n = len(model.stage_sizes)
-  if not -n <= stage < n:
-    raise ValueError(f'stage must be in [{-n}, {n - 1}], got {stage!r}')
-
-  def apply_fn(variables, x):
-    return model.apply(variables, x, stage, method=ResNet.backbone)
-  return apply_fn
+  if isinstance(stage, bool) or not isinstance(stage, int) or not -n <= stage < n:
+    raise ValueError(f'stage must be an int in [{-n}, {n - 1}], got {stage!r}')
+  return ResNetFeatures(model, stage % n)
 
 
-def head_fn(model: ResNet) -> Callable[[Any, jax.Array], jax.Array]:
+def head_fn(model: ResNet) -> ResNetHead:
   """``apply_fn(variables, f) -> [B, num_classes]``: average pool + dense on a last-stage map f [B, h, w, C]."""
-  def apply_fn(variables, f):
-    return model.apply(variables, f, method=ResNet.head)
-  return apply_fn
+  return ResNetHead(model)
 
 
-def classify_fn(model: ResNet) -> Callable[[Any, jax.Array], jax.Array]:
+def classify_fn(model: ResNet) -> ResNetClassifier:
   """``apply_fn(variables, x) -> [B, num_classes]`` in inference mode."""
-  def apply_fn(variables, x):
-    return model.apply(variables, x)
-  return apply_fn
+  return ResNetClassifier(model)

@@ -1,0 +1,112 @@
+"""Tests for the SRT eval scripts: their building blocks against independent references (scikit-learn logistic
+regression, explicit per-shift loops, hand-counted IoU), and each script's --quick run end to end."""
+from __future__ import annotations
+
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from sklearn.linear_model import LogisticRegression
+
+from eval import srt_classify, srt_common, srt_segmentation, srt_visualize
+from srjax.srt import shift
+
+
+@pytest.fixture(scope='module')
+def vit_workdir(tmp_path_factory):
+  """One folder for the smoke ViT, trained by the first script that needs it and reloaded by the others."""
+  return str(tmp_path_factory.mktemp('vit_smoke'))
+
+
+def test_iou_by_hand():
+  gt = np.array([[1, 1, 0], [0, 0, 0]], bool)
+  pred = np.array([[1, 0, 0], [1, 0, 0]], bool)
+  s = srt_segmentation.iou_scores(pred, gt)
+  assert s['IoU fg'] == pytest.approx(1 / 3)   # intersection 1, union 3
+  assert s['IoU bg'] == pytest.approx(3 / 5)   # background: intersection 3, union 5
+  assert s['mIoU'] == pytest.approx((1 / 3 + 3 / 5) / 2)
+
+
+def test_logistic_probe_matches_sklearn():
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(400, 5)).astype(np.float32)
+  y = (x @ np.array([1.5, -2.0, 0.5, 0.0, 1.0]) + 0.3 + rng.normal(size=400) > 0).astype(np.float32)
+  l2 = 1e-2
+  w = np.asarray(srt_segmentation.fit_logistic(jnp.asarray(x), jnp.asarray(y), l2=l2))
+  # sklearn minimises 0.5 |w|^2 + C sum(logloss); ours mean(logloss) + 0.5 l2 |w|^2  ->  C = 1 / (n l2).
+  ref = LogisticRegression(C=1.0 / (len(y) * l2), tol=1e-10, max_iter=10_000).fit(x, y)
+  np.testing.assert_allclose(w[:-1], ref.coef_[0], rtol=2e-3, atol=2e-4)
+  np.testing.assert_allclose(w[-1], ref.intercept_[0], rtol=2e-3, atol=2e-4)
+
+
+def _toy_apply(params, x):
+  """A fixed nonlinear 'classifier': 2x2 average pool, tanh, then a linear map of the pooled channels."""
+  b, h, w, c = x.shape
+  f = jnp.tanh(x.reshape(b, h // 2, 2, w // 2, 2, c).mean((2, 4)) * params)
+  return f.mean((1, 2)) @ jnp.arange(1.0, 1.0 + 3 * c).reshape(c, 3)
+
+
+def test_logit_ensemble_matches_explicit_loop():
+  x = jnp.asarray(np.random.default_rng(1).normal(size=(2, 6, 6, 2)), jnp.float32)
+  offsets = ((0, 0), (1, -1), (-2, 1))
+  got = srt_classify.logit_ensemble(_toy_apply, jnp.float32(1.5), x, offsets)
+  ref = np.mean([np.asarray(_toy_apply(1.5, shift(x, o))) for o in offsets], axis=0)
+  np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)
+
+
+def test_pixel_upsample_nearest_and_bilinear():
+  f = jnp.arange(4.0).reshape(1, 2, 2, 1)
+  near = np.asarray(srt_common.pixel_upsample(f, (4, 4), 'nearest'))[0, ..., 0]
+  np.testing.assert_array_equal(near, np.kron(np.arange(4.0).reshape(2, 2), np.ones((2, 2))))
+  bil = np.asarray(srt_common.pixel_upsample(f, (4, 4), 'bilinear'))[0, ..., 0]
+  # Half-pixel centres: output index 1 sits at input coordinate 0.25 -> 0.75 f[0] + 0.25 f[1]; index 0 at -0.25
+  # -> f[0] (edge). f = [[0, 1], [2, 3]]: bil[0, 1] = 0.25; bil[1, 1] = 0.75 * 0.25 + 0.25 * (0.75*2 + 0.25*3).
+  assert bil[0, 0] == pytest.approx(0.0) and bil[0, 1] == pytest.approx(0.25)
+  assert bil[1, 1] == pytest.approx(0.75) and bil[3, 3] == pytest.approx(3.0)
+  with pytest.raises(ValueError, match="'nearest' or 'bilinear'"):
+    srt_common.pixel_upsample(f, (4, 4), 'cubic')
+
+
+def test_classify_quick(tmp_path):
+  res = srt_classify.main(['--quick', '--out', str(tmp_path)])
+  assert os.path.exists(tmp_path / 'results.md') and os.path.exists(tmp_path / 'accuracy_vs_d.png')
+  rows = {(r['method'], r['d']): r for r in res['per_seed'][0]}
+  single = rows[('single', 0)]['accuracy']
+  # d = 0 is the single offset (0, 0): SRT at the feature map + head and the logit ensemble must equal the
+  # plain forward pass digit by digit.
+  for method in ('SRT (exclude)', 'logits TTA'):
+    r = rows[(method, 0)]
+    assert r['accuracy'] == single and r['fixed'] == 0 and r['broken'] == 0, (method, r)
+    assert 0.0 <= rows[(method, 1)]['accuracy'] <= 1.0
+
+
+def test_segmentation_quick(tmp_path, vit_workdir):
+  res = srt_segmentation.main(['--quick', '--out', str(tmp_path), '--workdir', vit_workdir])
+  for name in ('results.md', 'miou_vs_d.png', 'examples.png'):
+    assert os.path.exists(tmp_path / name)
+  names = [r['features'] for r in res['rows']]
+  assert names == ['nearest', 'bilinear', 'SRT d=1', 'SRT d=2']
+  for r in res['rows']:
+    assert 0.0 <= r['mIoU'] <= 1.0 and r['mIoU'] == pytest.approx((r['IoU fg'] + r['IoU bg']) / 2)
+
+
+def test_visualize_quick(tmp_path, vit_workdir):
+  res = srt_visualize.main(['--quick', '--out', str(tmp_path), '--workdir', vit_workdir])
+  for name in ('results.md', 'lite0_pca.png', 'vit_pca.png'):
+    assert os.path.exists(tmp_path / name)
+  assert len(res['rows']) == 3 and all(np.isfinite(list(r.values())[2:]).all() for r in res['rows'])
+
+
+def test_pca_rgb_recovers_a_linear_embedding():
+  """Features that are a linear embedding of an RGB image: the PCA colours are an affine map of the pixels."""
+  rng = np.random.default_rng(3)
+  img = rng.uniform(size=(16, 16, 3))
+  feats = img @ rng.normal(size=(3, 10))
+  (rgb,) = srt_visualize.pca_rgb(feats)
+  inside = np.all((rgb > 0) & (rgb < 1), axis=-1)  # ignore the clipped 1% tails
+  a = np.concatenate([img.reshape(-1, 3), np.ones((256, 1))], 1)[inside.ravel()]
+  coef, *_ = np.linalg.lstsq(a, rgb.reshape(-1, 3)[inside.ravel()], rcond=None)
+  np.testing.assert_allclose(a @ coef, rgb.reshape(-1, 3)[inside.ravel()], atol=1e-6)
+  assert jax.tree_util.tree_leaves(rgb)[0].shape == (16, 16, 3)

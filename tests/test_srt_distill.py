@@ -1,0 +1,97 @@
+"""Tests for train/srt_distill.py (Eq. 6 self-distillation): the loss is the distance of the student's single
+pass to the frozen teacher's SRT features, it starts at the teacher gap, a few loop steps reduce it, no labels
+are read, and the config/CLI work."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import srt_distill as distill_config
+from srjax.srt import srt
+from train import loop, srt_classifier, srt_distill
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope='module')
+def smoke(tmp_path_factory):
+  config = distill_config.get_config('smoke')
+  with config.unlocked():
+    config.teacher_workdir = str(tmp_path_factory.mktemp('teacher'))
+  return config
+
+
+@pytest.fixture(scope='module')
+def task(smoke):
+  return srt_distill.build_task(smoke)
+
+
+def test_loss_is_eq6_against_srt_of_frozen_teacher(smoke, task):
+  params, state = task.init(jax.random.key(0))
+  batch = task.train_batch(0, 0, 1)
+  assert set(batch) == {'image'}  # label-free
+  model, _ = srt_distill.train_teacher(smoke)  # reloads the finished teacher run
+  feature = srt_classifier.feature_fn(model)
+  # Perturb the student so it differs from the teacher.
+  student = jax.tree_util.tree_map(lambda a: a * 1.01, params)
+  loss, (metrics, new_state) = task.loss(student, state, batch, jax.random.key(1))
+  target = srt(feature, state['teacher'], batch['image'], d=smoke.d, output='token')
+  ref = np.mean((np.asarray(feature(student, batch['image'])) - np.asarray(target)) ** 2)
+  np.testing.assert_allclose(loss, ref, rtol=1e-5)
+  gap = np.mean((np.asarray(feature(state['teacher'], batch['image'])) - np.asarray(target)) ** 2)
+  np.testing.assert_allclose(metrics['teacher_gap'], gap, rtol=1e-5)
+  assert new_state is state
+  # At initialisation the student is w_0, so the loss equals the teacher gap (> 0: SRT != single pass).
+  loss0, (m0, _) = task.loss(params, state, batch, jax.random.key(1))
+  np.testing.assert_allclose(loss0, m0['teacher_gap'], rtol=1e-6)
+  assert float(loss0) > 0
+  # Gradients flow to the student only (the targets are constants).
+  grads = jax.grad(lambda p: task.loss(p, state, batch, jax.random.key(1))[0])(student)
+  assert any(float(jnp.abs(g).max()) > 0 for g in jax.tree_util.tree_leaves(grads))
+
+
+def test_a_few_loop_steps_reduce_the_distillation_loss(smoke, task, tmp_path):
+  state = loop.run(smoke, str(tmp_path), task)
+  assert int(state.step) == smoke.num_steps
+  params0, mstate = task.init(jax.random.key(0))
+  batches = list(task.eval_batches(0, 1))
+  evaluate = jax.jit(task.evaluate)
+  before = np.mean([float(evaluate(params0, mstate, b)['loss']) for b in batches])
+  after = np.mean([float(evaluate(jax.device_get(state.params), mstate, b)['loss']) for b in batches])
+  assert after < 0.9 * before, (before, after)
+  records = [json.loads(line) for line in open(tmp_path / 'metrics.jsonl')]
+  assert records[-1]['split'] == 'eval' and records[-1]['loss'] < records[-1]['teacher_gap']
+
+
+def test_config_validation(smoke):
+  model = srt_classifier.build_model(smoke.teacher, 10, (28, 28, 1))
+  with smoke.unlocked():
+    bad = smoke.copy_and_resolve_references()
+  with bad.unlocked():
+    bad.d = 4
+  with pytest.raises(ValueError, match='config.d=4 must be in'):
+    srt_distill.distill_loss_fn(bad, model)
+  with bad.unlocked():
+    bad.d, bad.loss = 1, 'l1'
+  with pytest.raises(ValueError, match="config.loss='l1' is unknown"):
+    srt_distill.distill_loss_fn(bad, model)
+
+
+@pytest.mark.slow
+def test_cli_smoke(smoke, tmp_path):
+  """The documented command line, with the smoke preset, in a subprocess."""
+  cmd = [sys.executable, '-m', 'train.srt_distill', '--config', 'configs/srt_distill.py:smoke',
+         '--workdir', str(tmp_path / 'run'), f'--config.teacher_workdir={smoke.teacher_workdir}',
+         '--config.num_steps=2', '--config.eval_every=2', '--config.checkpoint_every=2']
+  proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert os.path.exists(tmp_path / 'run' / 'metrics.jsonl')
+  bad = subprocess.run(cmd[:-3] + ['--config.lossy=1'], cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert bad.returncode != 0 and 'lossy' in bad.stderr

@@ -1,0 +1,141 @@
+"""Trains the backbones of the SRT experiments (a small ViT or a CIFAR-style ResNet) through the shared loop.
+
+  python -m train.srt_classifier --config configs/srt_classifier.py --workdir /tmp/srt_vit
+
+The eval scripts (`eval/srt_classify.py`, `eval/srt_segmentation.py`, `eval/srt_visualize.py`) and the
+self-distillation entry point (`train/srt_distill.py`) build this task and call `loop.run` themselves.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
+
+from srjax import data as srdata
+from srjax.data.batches import batch_indices
+from srjax.models import resnet, vit
+from train import cli, loop
+from train.classifier import eval_batches, load_data
+from train.optim import make_optimizer
+
+MODELS = ('vit', 'resnet')
+
+
+def build_model(config: ml_collections.ConfigDict, num_classes: int, image_shape: tuple[int, int, int]) -> nn.Module:
+  """The config's backbone: `vit.ViT` (no CLS position embedding; posemb grid from the image size) or a ResNet."""
+  if config.model not in MODELS:
+    raise ValueError(f'config.model={config.model!r} is unknown; accepted: {", ".join(MODELS)}')
+  if config.model == 'vit':
+    p = config.vit.patch_size
+    if image_shape[0] % p or image_shape[1] % p:
+      raise ValueError(f'config.vit.patch_size={p} must divide the image size {image_shape[:2]}')
+    return vit.ViT(num_classes=num_classes, patch_size=p, width=config.vit.width, depth=config.vit.depth,
+                   mlp_dim=config.vit.mlp_dim, num_heads=config.vit.num_heads,
+                   posemb_grid=(image_shape[0] // p, image_shape[1] // p))
+  return resnet.cifar_resnet(config.resnet.depth, num_classes, width=config.resnet.width, norm=config.resnet.norm)
+
+
+def variables_of(params: Any, model_state: Any) -> dict[str, Any]:
+  """The linen variables dict {'params', **model_state} that the feature/head apply_fns take for a ResNet."""
+  return {'params': params, **model_state}
+
+
+def feature_fn(model: nn.Module) -> Callable[[Any, jax.Array], jax.Array]:
+  """Hashable apply_fn for the last feature map before the head (ViT: last block after LayerNorm, no CLS).
+
+  Its first argument is what `srjax.srt` passes through: ViT -> the 'params' collection; ResNet -> the full
+  variables dict (`variables_of(params, model_state)`).
+  """
+  return vit.features(model, -1) if isinstance(model, vit.ViT) else resnet.features(model, -1)
+
+
+def random_translate(rng: jax.Array, images: jax.Array, max_shift: int) -> jax.Array:
+  """Shifts each image by an independent integer offset in [-max_shift, max_shift]^2, zero fill.
+
+  Args:
+    rng: PRNG key.
+    images: [B, H, W, C].
+    max_shift: largest shift in pixels (static int >= 0).
+
+  Returns:
+    [B, H, W, C], out[b, y, x] = images[b, y - dy_b, x - dx_b] (0 outside).
+  """
+  if max_shift == 0:
+    return images
+  b, h, w, _ = images.shape
+  offs = jax.random.randint(rng, (b, 2), -max_shift, max_shift + 1)
+  # One-hot shift matrices (a gather written as two small matmuls; works on a batch-sharded input).
+  sy = (jnp.arange(h)[None, :, None] - offs[:, 0, None, None] == jnp.arange(h)[None, None, :])
+  sx = (jnp.arange(w)[None, :, None] - offs[:, 1, None, None] == jnp.arange(w)[None, None, :])
+  return jnp.einsum('byi,bijc,bxj->byxc', sy.astype(images.dtype), images, sx.astype(images.dtype))
+
+
+def auto_sharded(fn: Callable[..., Any]) -> Callable[..., Any]:
+  """Runs a loss/eval function `fn(params, model_state, batch, ...)` under automatic sharding propagation.
+
+  The shared loop's mesh has Explicit axes: inside its jitted step every op must agree on shardings, and ops
+  that combine a replicated array with the batch-sharded one (the ViT's class-token concatenation, SRT's
+  shifted copies) raise ShardingTypeError. `jax.sharding.auto_axes` lets XLA propagate shardings inside `fn`
+  as before explicit sharding; all outputs (scalars, model state) come back replicated. Outside a mesh
+  (plain calls, tests) `fn` runs unchanged.
+  """
+  def wrapped(params, model_state, batch, *args):
+    sharding = getattr(jax.typeof(jax.tree_util.tree_leaves(batch)[0]), 'sharding', None)
+    mesh = getattr(sharding, 'mesh', None)
+    if mesh is None or mesh.empty or AxisType.Explicit not in tuple(mesh.axis_types):
+      return fn(params, model_state, batch, *args)
+    return jax.sharding.auto_axes(fn, out_sharding=NamedSharding(mesh, P()))(params, model_state, batch, *args)
+  return wrapped
+
+
+def build_task(config: ml_collections.ConfigDict) -> loop.Task:
+  train_set: srdata.Dataset = load_data(config, 'train')
+  test_set: srdata.Dataset = load_data(config, 'test')
+  model = build_model(config, train_set.num_classes, train_set.images.shape[1:])
+  has_bn = config.model == 'resnet' and config.resnet.norm == 'batch'
+  if config.augment_shift < 0:
+    raise ValueError(f'config.augment_shift must be >= 0, got {config.augment_shift}')
+
+  def init(rng):
+    v = model.init(rng, jnp.zeros((1,) + train_set.images.shape[1:], jnp.float32))
+    return v['params'], ({'batch_stats': v['batch_stats']} if has_bn else {})
+
+  def logits_fn(params, model_state, x, train):
+    if has_bn:
+      if train:
+        return model.apply(variables_of(params, model_state), x, train=True, mutable=['batch_stats'])
+      return model.apply(variables_of(params, model_state), x), model_state
+    return model.apply({'params': params}, x), model_state
+
+  def loss(params, model_state, batch, rng):
+    x = random_translate(rng, batch['image'], config.augment_shift)
+    logits, new_state = logits_fn(params, model_state, x, True)
+    xent = optax.softmax_cross_entropy_with_integer_labels(logits, batch['label']).mean()
+    accuracy = jnp.mean(jnp.argmax(logits, -1) == batch['label'])
+    return xent, ({'accuracy': accuracy}, dict(new_state))
+
+  def evaluate(params, model_state, batch):
+    logits, _ = logits_fn(params, model_state, batch['image'], False)
+    xent = optax.softmax_cross_entropy_with_integer_labels(logits, batch['label'])
+    correct = (jnp.argmax(logits, -1) == batch['label']).astype(jnp.float32)
+    weight = jnp.maximum(batch['mask'].sum(), 1.0)
+    return {'loss': jnp.sum(xent * batch['mask']) / weight, 'accuracy': jnp.sum(correct * batch['mask']) / weight,
+            'weight': batch['mask'].sum()}
+
+  def train_batch(step, process_index, process_count):
+    idx = batch_indices(step, config.batch_size, len(train_set), seed=config.seed,
+                        process_index=process_index, process_count=process_count)
+    return {'image': train_set.images[idx], 'label': train_set.labels[idx]}
+
+  return loop.Task(init=init, loss=auto_sharded(loss), train_batch=train_batch,
+                   optimizer=make_optimizer(config.optim, config.num_steps), evaluate=auto_sharded(evaluate),
+                   eval_batches=lambda pi, pc: eval_batches(test_set, config.eval_batch_size, pi, pc))
+
+
+if __name__ == '__main__':
+  cli.main(build_task)
