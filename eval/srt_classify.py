@@ -109,7 +109,11 @@ def evaluate_seed(backbone: srt_common.Backbone, ds: Sequence[int], n_test: int,
     variants = [('SRT (exclude)', lambda b, d=d: srt_logits(model, variables, b, d, 'exclude')),
                 ('SRT (zeros, reference)', lambda b, d=d: srt_logits(model, variables, b, d, 'zeros')),
                 ('logits TTA', lambda b, offs=offs: logit_ensemble(classify, variables, b, offs))]
-    for name, fn in variants if with_zeros else variants[::2]:
+    if not with_zeros:
+      variants = variants[::2]
+    if d == 0:
+      variants = variants[:-1]  # logit averaging over the single offset (0, 0) is the single pass itself
+    for name, fn in variants:
       logits = srt_common.batched(fn, x, batch_size)
       ok = np.argmax(logits, -1) == y
       rows.append({'method': name, 'd': d, 'offsets': len(offs), 'accuracy': float(ok.mean()),

@@ -69,16 +69,30 @@ def test_pixel_upsample_nearest_and_bilinear():
     srt_common.pixel_upsample(f, (4, 4), 'cubic')
 
 
+def test_srt_head_with_d0_equals_the_forward_pass():
+  """Appendix A path (features of the last stage -> srt -> separate head) with the single offset (0, 0)."""
+  from srjax.models import resnet
+  model = resnet.cifar_resnet(8, num_classes=4, width=4)
+  x = jnp.asarray(np.random.default_rng(4).uniform(size=(3, 12, 12, 1)), jnp.float32)
+  shapes = jax.eval_shape(model.init, jax.random.key(0), x)
+  rng = np.random.default_rng(5)
+  v = jax.tree_util.tree_map(lambda a: jnp.asarray(rng.uniform(0.5, 1.5, a.shape), jnp.float32), shapes)
+  ref = resnet.classify_fn(model)(v, x)
+  got = srt_classify.srt_logits(model, v, x, 0, 'exclude')
+  np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
+  assert float(jnp.std(ref)) > 1e-3  # non-degenerate logits
+
+
 def test_classify_quick(tmp_path):
   res = srt_classify.main(['--quick', '--out', str(tmp_path)])
   assert os.path.exists(tmp_path / 'results.md') and os.path.exists(tmp_path / 'accuracy_vs_d.png')
   rows = {(r['method'], r['d']): r for r in res['per_seed'][0]}
   single = rows[('single', 0)]['accuracy']
-  # d = 0 is the single offset (0, 0): SRT at the feature map + head and the logit ensemble must equal the
-  # plain forward pass digit by digit.
+  # d = 0 is the single offset (0, 0): SRT at the feature map + the separate head must equal the plain forward
+  # pass digit by digit.
+  r = rows[('SRT (exclude)', 0)]
+  assert r['accuracy'] == single and r['fixed'] == 0 and r['broken'] == 0, r
   for method in ('SRT (exclude)', 'logits TTA'):
-    r = rows[(method, 0)]
-    assert r['accuracy'] == single and r['fixed'] == 0 and r['broken'] == 0, (method, r)
     assert 0.0 <= rows[(method, 1)]['accuracy'] <= 1.0
 
 

@@ -117,7 +117,9 @@ def test_argument_validation():
   with pytest.raises(ValueError, match='depth must be 6n'):
     resnet.cifar_resnet(21)
   model = resnet.resnet20()
-  with pytest.raises(ValueError, match='stage must be in'):
+  with pytest.raises(ValueError, match=r'stage must be an int in \[-3, 2\], got 3'):
     resnet.features(model, 3)
+  with pytest.raises(ValueError, match='stage must be in'):
+    resnet.feature_stride(model, -4)
   with pytest.raises(ValueError, match='norm must be one of'):
     resnet.ResNet(norm='layer').init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)))
