@@ -36,12 +36,20 @@ Statistics computed (`b_o` are the back-shifted maps, `P` the p-by-p average poo
   token and its neighbours with area-overlap weights ((p-|dy|)(p-|dx|)/p^2 and so on, Sec. 2 "bypassing the
   upsampling"), which requires |dy| < py and |dx| < px.
 
+The pixel path never builds a full-resolution map per offset either. Inside a token cell, pixel phases i
+(= y mod p) fall into classes that read the same neighbour token of every back-shifted map: for shifts in
+[-d, d] with 2d + 1 <= p there are 2d + 1 classes per axis (d phases at each edge, one for the middle) instead
+of p. All pixel statistics are computed on [class_y, class_x, B, h, w, C'] (exactly, including the border
+masks, since coverage depends only on the neighbour token) and expanded to [B, H, W, C'] once at the end.
+For ViT-S/16 and d=3 that is 49 instead of 256 values per token and channel.
+
 Compute and memory: offsets are processed in chunks of `chunk_size`; every chunk is ONE batched forward of
 chunk_size * B images (vmap over offsets, then a reshape into the batch), chunks run in a `lax.scan` and only
 running statistics are carried (a running sum for the mean; a Chan et al. weighted merge of (weight, mean,
 M2) for the variance), so peak memory does not grow with the number of offsets. The median needs every
-sample: it stores N * B * h * w * C' floats (token) or N * B * H * W * C' floats (pixel), e.g. 49 offsets of
-ViT-S/16 at 224^2 take 49*196*384*4 B = 15 MB per image (token) and 49*224^2*384*4 B = 3.8 GB (pixel).
+sample: it stores N * B * h * w * C' floats (token) or N * n_cls_y * n_cls_x * B * h * w * C' floats (pixel),
+e.g. 49 offsets of ViT-S/16 at 224^2 take 49*196*384*4 B = 15 MB per image (token) and 49*49*196*384*4 B =
+0.72 GB per image (pixel, d=3; up to N * B * H * W * C' floats when the classes are all p phases).
 
 Imports: `srjax.srt` (the package attribute) is the function `srt`; import the helpers from the module with
 `from srjax.srt import offsets_grid, shift, plan_chunks`.
@@ -66,7 +74,9 @@ PADDINGS = ('zeros', 'edge', 'reflect')
 OUTPUTS = ('token', 'pixel')
 AGGREGATES = ('mean', 'var', 'mean_var', 'median')
 BACK_FILLS = ('exclude', 'zeros')
-# Images per forward pass used to pick the default chunk size (see eval/bench/srt.py for the measurement).
+# Images per forward pass used to pick the default chunk size. DESIGN's measurement on these CPUs: a jitted
+# ViT-S/16 forward costs 31 ms/image at batch <= 10 and 62 ms/image at batch 49; `eval/bench/srt.py
+# --batch-sweep` repeats it (under heavy shared load it could not separate batches 2..16).
 IMAGES_PER_FORWARD = 8
 
 _NP_PAD_MODE = {'zeros': 'constant', 'edge': 'edge', 'reflect': 'reflect'}
@@ -245,16 +255,19 @@ def _shift_batch(img: jax.Array, offset: jax.Array, pad: int, padding: str) -> j
   return lax.dynamic_slice(padded, (0, pad - offset[0], pad - offset[1], 0), (b, h, w, c))
 
 
-def _back_shift_up(feat: jax.Array, offset: jax.Array, stride: tuple[int, int], pad: int) -> jax.Array:
-  """Nearest-upsampled, back-shifted map: out[y, x] = f[(y + dy) // py, (x + dx) // px], 0 outside.
+def _phase_classes(shifts: np.ndarray, stride: int) -> tuple[np.ndarray, np.ndarray]:
+  """Groups the pixel phases i in [0, p) of a token by which neighbour (i + s) // p every shift s reads.
 
-  feat [B, h, w, C] -> [B, h*py, w*px, C]; |dy|, |dx| <= pad.
+  Pixels of the same class see the same token of every back-shifted map, so any per-pixel statistic over
+  offsets is a function of (token, class) only. For shifts in [-d, d] with 2d + 1 <= p there are 2d + 1
+  classes (d phases at each edge of the cell, one for the middle) instead of p phases.
+
+  Returns:
+    (reps [n_classes] a representative phase of each class, cls [p] the class of each phase).
   """
-  b, h, w, c = feat.shape
-  py, px = stride
-  up = jnp.broadcast_to(feat[:, :, None, :, None, :], (b, h, py, w, px, c)).reshape(b, h * py, w * px, c)
-  up = jnp.pad(up, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
-  return lax.dynamic_slice(up, (0, pad + offset[0], pad + offset[1], 0), (b, h * py, w * px, c))
+  table = np.floor_divide(np.arange(stride)[:, None] + np.unique(shifts)[None, :], stride)  # [p, S]
+  _, reps, cls = np.unique(table, axis=0, return_index=True, return_inverse=True)
+  return reps.astype(np.int32), np.asarray(cls).reshape(-1).astype(np.int32)
 
 
 def _neighbour_range(shift_max: int, stride: int) -> tuple[int, int]:
@@ -330,18 +343,26 @@ def _srt_impl(apply_fn: Callable, params: Any, img: jax.Array, *, offsets: Offse
       raise ValueError(f"offsets (d) must satisfy |dy| < {py} and |dx| < {px} (the feature stride) for "
                        f"output='token'; got {bad[:4]}{' ...' if len(bad) > 4 else ''}. Use output='pixel'.")
 
-  # Static per-pixel coverage count for back_fill='exclude'.
-  ys, xs = np.arange(height), np.arange(width)
-  mask_y = ((ys[None, :] + offs[:, :1]) >= 0) & ((ys[None, :] + offs[:, :1]) < height)  # [N, H]
-  mask_x = ((xs[None, :] + offs[:, 1:]) >= 0) & ((xs[None, :] + offs[:, 1:]) < width)   # [N, W]
-  count = np.einsum('ny,nx->yx', mask_y.astype(np.float64), mask_x.astype(np.float64))
-  inv_count = jnp.asarray(np.where(count > 0, 1.0 / np.maximum(count, 1), 0.0), jnp.float32)
-
   all_offs = np.concatenate([offs, np.zeros((n_pad, 2), np.int32)]).reshape(n_chunks, chunk_size, 2)
   flags = np.concatenate([np.ones(n_off), np.zeros(n_pad)]).astype(np.float32).reshape(n_chunks, chunk_size)
   ky = _neighbour_range(int(np.abs(offs[:, 0]).max()), py)
   kx = _neighbour_range(int(np.abs(offs[:, 1]).max()), px)
   nky, nkx = ky[1] - ky[0] + 1, kx[1] - kx[0] + 1
+
+  # Pixel statistics live on (phase class, token): [cy, cx, B, h, w, C'] (see _phase_classes).
+  reps_y, cls_y = _phase_classes(offs[:, 0], py)
+  reps_x, cls_x = _phase_classes(offs[:, 1], px)
+  # Coverage: offset o covers pixel (ty, i) iff its neighbour token ty + (i + dy) // p lies in [0, h).
+  ty, tx = np.arange(h), np.arange(w)
+  cov_y = (ty[None, None, :] + np.floor_divide(reps_y[None, :, None] + offs[:, :1, None], py))  # [N, cy, h]
+  cov_x = (tx[None, None, :] + np.floor_divide(reps_x[None, :, None] + offs[:, 1:, None], px))  # [N, cx, w]
+  cov_y = ((cov_y >= 0) & (cov_y < h)).astype(np.float64)
+  cov_x = ((cov_x >= 0) & (cov_x < w)).astype(np.float64)
+  count = np.einsum('oyt,oxu->yxtu', cov_y, cov_x)[:, :, None, :, :, None]  # [cy, cx, 1, h, w, 1]
+  inv_count = jnp.asarray(np.where(count > 0, 1.0 / np.maximum(count, 1), 0.0), jnp.float32)
+  # Per-pixel count for the token path's area weights.
+  count_px = count[cls_y][:, cls_x][:, :, 0, :, :, 0].transpose(2, 0, 3, 1).reshape(height, width)
+  inv_count_px = jnp.asarray(np.where(count_px > 0, 1.0 / np.maximum(count_px, 1), 0.0), jnp.float32)
 
   padded_img = jnp.pad(img, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode=_NP_PAD_MODE[padding])
 
@@ -353,39 +374,76 @@ def _srt_impl(apply_fn: Callable, params: Any, img: jax.Array, *, offsets: Offse
     f = apply_fn(params, x)
     return f.reshape(chunk_size, n_img, h, w, cf).astype(jnp.float32)
 
-  def pixel_weights(o: jax.Array, flag: jax.Array) -> jax.Array:
-    """pi_o(x) [H, W] of one offset (module docstring)."""
-    if back_fill == 'zeros':
-      return jnp.full((height, width), flag / n_off, jnp.float32)
-    my = ((ys + o[0]) >= 0) & ((ys + o[0]) < height)
-    mx = ((xs + o[1]) >= 0) & ((xs + o[1]) < width)
-    return (my[:, None] & mx[None, :]).astype(jnp.float32) * inv_count * flag
+  def neighbour_stack(f: jax.Array) -> jax.Array:
+    """[c, B, h, w, C'] -> [c, nky, nkx, B, h, w, C'], entry (r, q) = f at token T + (ky0 + r, kx0 + q)."""
+    nb = _neighbours(f, ky, kx)
+    return jnp.stack([jnp.stack(row, axis=1) for row in nb], axis=1)
+
+  # ---- token path: per-offset token sums s_o = w_o t_o and weights w_o.
+  ys, xs = np.arange(height), np.arange(width)
 
   def token_samples(chunk_offs, chunk_flags, f):
     """Per-offset token sums s_o = w_o * t_o [c, B, h, w, C'] and weights w_o [c, h, w]."""
     def area_weights(o, flag):
-      pi = pixel_weights(o, flag).reshape(h, py, w, px)
+      if back_fill == 'zeros':
+        pi = jnp.full((height, width), flag / n_off, jnp.float32)
+      else:
+        my = ((ys + o[0]) >= 0) & ((ys + o[0]) < height)
+        mx = ((xs + o[1]) >= 0) & ((xs + o[1]) < width)
+        pi = (my[:, None] & mx[None, :]).astype(jnp.float32) * inv_count_px * flag
       ey = _one_hot_rows(o[0], py, ky[0], nky)
       ex = _one_hot_rows(o[1], px, kx[0], nkx)
-      return jnp.einsum('aibj,ir,jq->abrq', pi, ey, ex) / (py * px)  # [h, w, nky, nkx]
+      return jnp.einsum('aibj,ir,jq->abrq', pi.reshape(h, py, w, px), ey, ex) / (py * px)  # [h, w, nky, nkx]
     a = jax.vmap(area_weights)(chunk_offs, chunk_flags)
     nb = _neighbours(f, ky, kx)
     s = sum(a[:, None, :, :, r, q, None] * nb[r][q] for r in range(nky) for q in range(nkx))
     return s, a.sum(axis=(-2, -1))
 
-  def pixel_sum(chunk_offs, chunk_flags, f):
-    """sum_o b_o [B, H, W, C'] over the chunk, as one contraction (no per-offset full-resolution maps)."""
-    ey = jax.vmap(lambda o: _one_hot_rows(o[0], py, ky[0], nky))(chunk_offs)  # [c, py, nky]
-    ex = jax.vmap(lambda o: _one_hot_rows(o[1], px, kx[0], nkx))(chunk_offs)  # [c, px, nkx]
-    m = jnp.einsum('oir,ojq->orqij', ey, ex)
-    nb = _neighbours(f * chunk_flags[:, None, None, None, None], ky, kx)
-    stack = jnp.stack([jnp.stack(row, axis=1) for row in nb], axis=1)  # [c, nky, nkx, B, h, w, C']
-    out = jnp.einsum('orqij,orqbhwc->bhiwjc', m, stack)
-    return out.reshape(n_img, height, width, cf)
+  # ---- pixel path, at (phase class, token) resolution.
+  def class_rows(o: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Neighbour index (into the stack) read by each phase class: ([cy], [cx]) ints."""
+    return (jnp.floor_divide(jnp.asarray(reps_y) + o[0], py) - ky[0],
+            jnp.floor_divide(jnp.asarray(reps_x) + o[1], px) - kx[0])
+
+  def class_sample(stack_o: jax.Array, o: jax.Array) -> jax.Array:
+    """b_o on (class, token): [cy, cx, B, h, w, C'] (zero where the offset does not cover the pixel)."""
+    ry, rx = class_rows(o)
+    return stack_o[ry[:, None], rx[None, :]]
+
+  def class_weights(o: jax.Array, flag: jax.Array) -> jax.Array:
+    """pi_o on (class, token): [cy, cx, 1, h, w, 1]."""
+    if back_fill == 'zeros':
+      return jnp.full((1, 1, 1, 1, 1, 1), 1.0 / n_off, jnp.float32) * flag
+    ry, rx = class_rows(o)
+    tok_y = jnp.arange(h)[None, :] + ry[:, None] + ky[0]  # [cy, h] neighbour token row read
+    tok_x = jnp.arange(w)[None, :] + rx[:, None] + kx[0]  # [cx, w]
+    my, mx = (tok_y >= 0) & (tok_y < h), (tok_x >= 0) & (tok_x < w)
+    cov = (my[:, None, :, None] & mx[None, :, None, :]).astype(jnp.float32)  # [cy, cx, h, w]
+    return cov[:, :, None, :, :, None] * inv_count * flag
+
+  def class_sum(total, chunk_offs, chunk_flags, f):
+    """total + sum_o b_o over the chunk on (class, token) [cy, cx, B, h, w, C'], one gather-add per offset
+    (a lax.scan; measured ~10x faster on CPU than the equivalent one-hot einsum contraction)."""
+    def add(acc, xs_o):
+      o, stack_o = xs_o
+      return acc + class_sample(stack_o, o), None
+    stack = neighbour_stack(f * chunk_flags[:, None, None, None, None])
+    return lax.scan(add, total, (chunk_offs, stack))[0]
+
+  def expand(z: jax.Array) -> jax.Array:
+    """[cy, cx, B, h, w, C'] -> [B, H, W, C'] (every pixel takes its class's value)."""
+    z = jnp.transpose(z, (2, 3, 0, 4, 1, 5))  # [B, h, cy, w, cx, C']
+    z = jnp.take(jnp.take(z, jnp.asarray(cls_y), axis=2), jnp.asarray(cls_x), axis=4)  # [B, h, py, w, px, C']
+    return z.reshape(n_img, height, width, cf)
 
   xs_scan = (jnp.asarray(all_offs), jnp.asarray(flags))
-  out_h, out_w = (h, w) if output == 'token' else (height, width)
-  zeros_feat = jnp.zeros((n_img, out_h, out_w, cf), jnp.float32)
+  if output == 'token':
+    zeros_feat = jnp.zeros((n_img, h, w, cf), jnp.float32)
+    zeros_w = jnp.zeros((1, h, w, 1), jnp.float32)
+  else:
+    zeros_feat = jnp.zeros((len(reps_y), len(reps_x), n_img, h, w, cf), jnp.float32)
+    zeros_w = jnp.zeros((len(reps_y), len(reps_x), 1, h, w, 1), jnp.float32)
+  finish = (lambda z: z) if output == 'token' else expand
 
   if aggregate == 'mean':
     def body(total, xs_c):
@@ -394,16 +452,13 @@ def _srt_impl(apply_fn: Callable, params: Any, img: jax.Array, *, offsets: Offse
       if output == 'token':
         s, _ = token_samples(chunk_offs, chunk_flags, f)
         return total + s.sum(axis=0), None
-      return total + pixel_sum(chunk_offs, chunk_flags, f), None
+      return class_sum(total, chunk_offs, chunk_flags, f), None
     total, _ = lax.scan(body, zeros_feat, xs_scan)
     if output == 'token':
       return total
-    norm = inv_count[None, :, :, None] if back_fill == 'exclude' else 1.0 / n_off
-    return total * norm
+    return expand(total * (inv_count if back_fill == 'exclude' else 1.0 / n_off))
 
   if aggregate in ('var', 'mean_var'):
-    init = (jnp.zeros((1, out_h, out_w, 1), jnp.float32), zeros_feat, zeros_feat)
-
     def body(state, xs_c):
       chunk_offs, chunk_flags = xs_c
       f = forward(chunk_offs)
@@ -412,19 +467,19 @@ def _srt_impl(apply_fn: Callable, params: Any, img: jax.Array, *, offsets: Offse
         wt = wt[:, None, :, :, None]
         t = s / jnp.where(wt > 0, wt, 1.0)
         return _chan_merge(state, t, wt), None
+      stack = neighbour_stack(f)
 
-      def per_offset(st, xs_o):  # full-resolution samples one offset at a time (memory: one map)
-        o, flag, f_o = xs_o
-        b = _back_shift_up(f_o, o, (py, px), pad)
-        return _chan_merge(st, b[None], pixel_weights(o, flag)[None, None, :, :, None]), None
-      state, _ = lax.scan(per_offset, state, (chunk_offs, chunk_flags, f))
+      def per_offset(st, xs_o):  # one offset at a time: memory of one class-resolution map
+        o, flag, stack_o = xs_o
+        return _chan_merge(st, class_sample(stack_o, o)[None], class_weights(o, flag)[None]), None
+      state, _ = lax.scan(per_offset, state, (chunk_offs, chunk_flags, stack))
       return state, None
-    state, _ = lax.scan(body, init, xs_scan)
-    var = _finish_var(state)
+    state, _ = lax.scan(body, (zeros_w, zeros_feat, zeros_feat), xs_scan)
+    var = finish(_finish_var(state))
     if aggregate == 'var':
       return var
-    # mean = sum_o w_o t_o (equals the 'mean' output; the Chan mean is that divided by sum_o w_o).
-    return state[1] * state[0], var
+    # mean = sum_o w_o x_o (equals the 'mean' output; the Chan mean is that divided by sum_o w_o).
+    return finish(state[1] * state[0]), var
 
   # aggregate == 'median': keep every sample.
   def samples(xs_c):
@@ -435,14 +490,13 @@ def _srt_impl(apply_fn: Callable, params: Any, img: jax.Array, *, offsets: Offse
       wt = wt[:, None, :, :, None]
       return jnp.where(wt > 0, s / jnp.where(wt > 0, wt, 1.0), jnp.nan)
 
-    def one(o, flag, f_o):
-      b = _back_shift_up(f_o, o, (py, px), pad)
-      return jnp.where(pixel_weights(o, flag)[None, :, :, None] > 0, b, jnp.nan)
-    return jax.vmap(one)(chunk_offs, chunk_flags, f)
+    def one(o, flag, stack_o):
+      return jnp.where(class_weights(o, flag) > 0, class_sample(stack_o, o), jnp.nan)
+    return jax.vmap(one)(chunk_offs, chunk_flags, neighbour_stack(f))
   stacked = lax.map(samples, xs_scan)
   stacked = stacked.reshape((n_chunks * chunk_size,) + stacked.shape[2:])
   med = jnp.nanmedian(stacked, axis=0)
-  return jnp.where(jnp.isnan(med), 0.0, med)
+  return finish(jnp.where(jnp.isnan(med), 0.0, med))
 
 
 _srt_jit = jax.jit(_srt_impl, static_argnames=('apply_fn', 'offsets', 'padding', 'output', 'aggregate',

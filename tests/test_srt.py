@@ -36,6 +36,12 @@ def patch_model(params, x):
   return jnp.tanh(y) @ params['w2'] + params['bias']
 
 
+def patch8_model(params, x):
+  """Like patch_model with stride 8: with d = 2 the 8 pixel phases of a cell form 5 classes (srt docstring)."""
+  y = jax.lax.conv_general_dilated(x, params['w8'], (8, 8), 'VALID', dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+  return jnp.tanh(y) @ params['w2'] + params['bias']
+
+
 def conv3_model(params, x):
   """Stride-1 3x3 'SAME' convolution (zero padding), then tanh: translation-equivariant, p = 1."""
   y = jax.lax.conv_general_dilated(x, params['w1'], (1, 1), 'SAME',
@@ -60,7 +66,7 @@ def toy():
   rng = np.random.RandomState(0)
   params = {'w1': jnp.asarray(rng.randn(P, P, 3, 6) * 0.3, jnp.float32),
             'w2': jnp.asarray(rng.randn(6, 5), jnp.float32),
-            'bias': jnp.float32(1e3)}
+            'bias': jnp.float32(1e3), 'w8': jnp.asarray(rng.randn(8, 8, 3, 6) * 0.15, jnp.float32)}
   conv_params = {'w1': jnp.asarray(rng.randn(3, 3, 3, 4) * 0.4, jnp.float32)}
   img = jnp.asarray(rng.rand(2, H, W, 3), jnp.float32)
   return params, conv_params, img
@@ -262,6 +268,38 @@ def test_stats_match_bruteforce(toy, back_fill):
   # With back_fill='zeros' (and in the interior), the token variance is the variance of the pooled maps.
   if back_fill == 'zeros':
     np.testing.assert_allclose(np.asarray(var), pool_var(maps), **VAR_TOL)
+
+
+@pytest.mark.parametrize('back_fill', ['exclude', 'zeros'])
+def test_stats_stride8_phase_classes(toy, back_fill):
+  """Stride 8 and d = 2: fewer phase classes (5) than phases (8), so the class-resolution pixel path is
+  exercised (with stride 4 and d >= 2 every phase is its own class). Checked against the brute force."""
+  params, _, img = toy
+  offs = offsets_grid(2)
+  maps, masks = np_samples(patch8_model, params, img, offs)
+  p_mean, p_var, p_med = np_pixel_stats(maps, masks, back_fill)
+  t_mean, t_var, _ = np_token_stats(maps, masks, back_fill, 8)
+  kw = dict(offsets=offs, back_fill=back_fill, chunk_size=9)
+  mean, var = srt(patch8_model, params, img, aggregate='mean_var', output='pixel', **kw)
+  np.testing.assert_allclose(np.asarray(mean), p_mean, rtol=1e-6)
+  np.testing.assert_allclose(np.asarray(var), p_var, **VAR_TOL)
+  np.testing.assert_allclose(np.asarray(srt(patch8_model, params, img, output='pixel', **kw)), p_mean, rtol=1e-6)
+  med = srt(patch8_model, params, img, aggregate='median', output='pixel', **kw)
+  np.testing.assert_allclose(np.asarray(med), p_med, rtol=1e-6)
+  mean, var = srt(patch8_model, params, img, aggregate='mean_var', **kw)
+  np.testing.assert_allclose(np.asarray(mean), t_mean, rtol=1e-6)
+  np.testing.assert_allclose(np.asarray(var), t_var, **VAR_TOL)
+
+
+def test_phase_classes():
+  from srjax.srt import _phase_classes  # pylint: disable=g-import-not-at-top
+  reps, cls = _phase_classes(np.arange(-3, 4), 16)
+  np.testing.assert_array_equal(cls, [0, 1, 2] + [3] * 10 + [4, 5, 6])
+  np.testing.assert_array_equal(cls[reps], np.arange(7))
+  _, cls = _phase_classes(np.array([0]), 16)
+  np.testing.assert_array_equal(cls, np.zeros(16))
+  _, cls = _phase_classes(np.arange(-2, 3), 4)  # 2d + 1 > p: every phase is its own class
+  assert len(np.unique(cls)) == 4
 
 
 def pool_var(maps):
