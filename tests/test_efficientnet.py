@@ -109,6 +109,18 @@ def test_layout_conversion_matches_numpy_with_raw_torch_weights(torch_sd, variab
   np.testing.assert_allclose(np.asarray(got).transpose(0, 3, 1, 2), ref_block0, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize('impl', ['shifted', 'conv'])
+@pytest.mark.parametrize('size,k,stride', [((7, 8), 5, 2), ((6, 5), 3, 2), ((5, 6), 5, 1)])
+def test_depthwise_conv_matches_numpy(impl, size, k, stride):
+  rng = np.random.default_rng(1)
+  x = rng.normal(size=(2,) + size + (3,)).astype(np.float32)
+  kernel = rng.normal(size=(k, k, 1, 3)).astype(np.float32)
+  conv = efficientnet.DepthwiseConv(k, stride, impl)
+  got = conv.apply({'params': {'kernel': jnp.asarray(kernel)}}, jnp.asarray(x))
+  ref = _numpy_conv_same(x.transpose(0, 3, 1, 2), kernel.transpose(3, 2, 0, 1), stride, groups=3)
+  np.testing.assert_allclose(np.asarray(got).transpose(0, 3, 1, 2), ref, rtol=1e-5, atol=1e-5)
+
+
 def test_conversion_rejects_wrong_state_dicts(torch_sd):
   missing = dict(torch_sd)
   del missing['_blocks.3._depthwise_conv.weight']
@@ -126,5 +138,7 @@ def test_argument_validation():
   model = efficientnet.EfficientNetLite0()
   with pytest.raises(ValueError, match='stride must be one of'):
     efficientnet.features(model, 64)
+  with pytest.raises(ValueError, match='depthwise must be one of'):
+    efficientnet.EfficientNetLite0(depthwise='fft').init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
   with pytest.raises(ValueError, match=r'images01 must be \[H, W, 3\]'):
     efficientnet.preprocess(jnp.zeros((5, 5)))

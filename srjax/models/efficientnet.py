@@ -43,7 +43,7 @@ import numpy as np
 
 from srjax.models import torch_pickle
 
-__all__ = ['EfficientNetLite0', 'STAGES', 'ENDPOINTS', 'normalize', 'preprocess', 'features', 'head_fn',
+__all__ = ['EfficientNetLite0', 'DepthwiseConv', 'STAGES', 'ENDPOINTS', 'normalize', 'preprocess', 'features', 'head_fn',
            'classify_fn', 'from_torch_state_dict', 'pretrained_path', 'load_pretrained', 'LiteFeatures', 'LiteHead',
            'LiteClassifier']
 
@@ -74,6 +74,41 @@ def _relu6(x):
   return jnp.clip(x, 0.0, 6.0)
 
 
+DEPTHWISE = ('shifted', 'conv')
+
+
+class DepthwiseConv(nn.Module):
+  """k x k depthwise convolution, stride s, TF 'SAME' padding, no bias; kernel [k, k, 1, C] (nn.Conv's layout).
+
+  ``impl='shifted'`` (default) computes it as k^2 strided slices times per-channel weights, summed. On XLA:CPU
+  this is 5-45x faster than the grouped convolution (``impl='conv'``, ``feature_group_count=C``) for
+  EfficientNet-Lite0's shapes, in and outside ``lax.scan`` (measured: 56x56x144 3x3/1 at batch 9, 8 ms vs
+  360 ms), and gives the same numbers (see DESIGN.md, platform notes).
+  """
+  kernel_size: int
+  stride: int = 1
+  impl: str = 'shifted'
+
+  @nn.compact
+  def __call__(self, x):
+    k, s, c = self.kernel_size, self.stride, x.shape[-1]
+    kernel = self.param('kernel', nn.initializers.lecun_normal(), (k, k, 1, c), jnp.float32)
+    if self.impl == 'conv':
+      return jax.lax.conv_general_dilated(x, kernel, (s, s), 'SAME', dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+                                          feature_group_count=c)
+    if self.impl != 'shifted':
+      raise ValueError(f'impl must be one of {DEPTHWISE}, got {self.impl!r}')
+    h, w = x.shape[1:3]
+    oh, ow = -(-h // s), -(-w // s)
+    ph, pw = max((oh - 1) * s + k - h, 0), max((ow - 1) * s + k - w, 0)
+    xp = jnp.pad(x, ((0, 0), (ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2), (0, 0)))
+    out = 0.0
+    for i in range(k):  # k^2 <= 25 static taps (a fixed stencil, not a loop over data)
+      for j in range(k):
+        out = out + xp[:, i:i + (oh - 1) * s + 1:s, j:j + (ow - 1) * s + 1:s, :] * kernel[i, j, 0]
+    return out
+
+
 class MBConv(nn.Module):
   """Mobile inverted bottleneck without SE: [1x1 expand, BN, ReLU6] -> kxk depthwise, BN, ReLU6 -> 1x1, BN."""
   in_ch: int
@@ -81,6 +116,7 @@ class MBConv(nn.Module):
   kernel: int
   stride: int
   expand: int
+  depthwise: str = 'shifted'
 
   @nn.compact
   def __call__(self, x, train: bool = False):
@@ -90,8 +126,7 @@ class MBConv(nn.Module):
     if self.expand != 1:
       y = nn.Conv(mid, (1, 1), use_bias=False, name='expand_conv')(y)
       y = _relu6(bn('expand_bn')(y))
-    y = nn.Conv(mid, (self.kernel, self.kernel), strides=self.stride, padding='SAME', feature_group_count=mid,
-                use_bias=False, name='dw_conv')(y)
+    y = DepthwiseConv(self.kernel, self.stride, self.depthwise, name='dw_conv')(y)
     y = _relu6(bn('dw_bn')(y))
     y = nn.Conv(self.out_ch, (1, 1), use_bias=False, name='project_conv')(y)
     y = bn('project_bn')(y)
@@ -107,14 +142,21 @@ class EfficientNetLite0(nn.Module):
     * ``backbone(x, stride=32)``: the feature map at output stride 2/4/8/16/32 ([B, H/s, W/s, C], see
       ``ENDPOINTS`` for C); stride 32 is after the 1x1 head conv, BN and ReLU6 (1280 channels).
     * ``head(f)``: global average pool + dense on a stride-32 map [B, h, w, 1280] -> logits.
+
+  Attributes:
+    num_classes: logits (1000 for the ImageNet weights).
+    depthwise: how the depthwise convolutions are computed (:class:`DepthwiseConv`); same parameters.
   """
   num_classes: int = 1000
+  depthwise: str = 'shifted'  # DepthwiseConv implementation: 'shifted' (fast on CPU) or 'conv'
 
   def setup(self):
+    if self.depthwise not in DEPTHWISE:
+      raise ValueError(f'depthwise must be one of {DEPTHWISE}, got {self.depthwise!r}')
     bn = lambda: nn.BatchNorm(momentum=0.99, epsilon=BN_EPS)
     self.stem_conv = nn.Conv(STEM_CHANNELS, (3, 3), strides=2, padding='SAME', use_bias=False)
     self.stem_bn = bn()
-    self.blocks = [MBConv(*cfg) for cfg in _block_configs()]
+    self.blocks = [MBConv(*cfg, depthwise=self.depthwise) for cfg in _block_configs()]
     self.head_conv = nn.Conv(HEAD_CHANNELS, (1, 1), use_bias=False)
     self.head_bn = bn()
     self.fc = nn.Dense(self.num_classes)
