@@ -156,6 +156,13 @@ def test_posemb_resize_other_input_size(converted):
   chex.assert_tree_all_finite(feats)
 
 
+def test_converter_rejects_unknown_keys(converted):
+  sd = dict(converted[0])
+  sd['blocks.0.ls1.gamma'] = np.ones(WIDTH, np.float32)
+  with pytest.raises(ValueError, match='ls1'):
+    vit.params_from_torch(sd, num_heads=HEADS)
+
+
 def test_decode_variant():
   assert vit.decode_variant('S/16') == dict(width=384, depth=12, mlp_dim=1536, num_heads=6, patch_size=16)
   assert vit.decode_variant('B/8')['width'] == 768

@@ -242,7 +242,8 @@ def params_from_torch(state_dict: Mapping[str, Any], num_heads: int) -> dict[str
   Expected keys: patch_embed.proj.{weight [D, C, p, p], bias}, cls_token [1, 1, D], pos_embed [1, 1+N, D],
   blocks.{i}.norm1, blocks.{i}.attn.qkv (fused [3D, D], rows ordered (q|k|v, head, head_dim)),
   blocks.{i}.attn.proj, blocks.{i}.norm2, blocks.{i}.mlp.fc1, blocks.{i}.mlp.fc2, norm; optional head.
-  PyTorch Linear weights are [out, in] and become [in, out] kernels. The class token's position embedding
+  Other keys (LayerScale `ls1/ls2`, register tokens, `fc_norm`, as in DINOv2) are not modelled and raise a
+  ValueError rather than being dropped. PyTorch Linear weights are [out, in] and become [in, out] kernels. The class token's position embedding
   `pos_embed[:, 0]` is folded into `cls` (big_vision adds position embeddings to patch tokens only); this is
   exact. DINO uses exact GELU and LayerNorm eps 1e-6: build the model with `ViT(**config_from_torch(sd, heads),
   exact_gelu=True, ln_eps=1e-6)`.
@@ -297,4 +298,13 @@ def params_from_torch(state_dict: Mapping[str, Any], num_heads: int) -> dict[str
   params['Transformer'] = transformer
   if 'head.weight' in sd:
     params['head'] = dense('head')
+  used = {'patch_embed.proj.weight', 'patch_embed.proj.bias', 'cls_token', 'pos_embed', 'norm.weight',
+          'norm.bias', 'head.weight', 'head.bias'}
+  for i in range(depth):
+    used |= {f'blocks.{i}.{n}.{t}' for n in ('norm1', 'attn.qkv', 'attn.proj', 'norm2', 'mlp.fc1', 'mlp.fc2')
+             for t in ('weight', 'bias')}
+  unknown = sorted(set(sd) - used)
+  if unknown:
+    raise ValueError(f'state_dict has keys this ViT does not model (LayerScale, register tokens, fc_norm, ...?): '
+                     f'{unknown[:6]}{" ..." if len(unknown) > 6 else ""}')
   return params
