@@ -10,13 +10,13 @@ Two backbones:
     digits, last-block tokens after LayerNorm.
 SRT: `srjax.srt(..., output='pixel', aggregate='mean_var')`, zero fill, one pass giving the mean (the SRT
 features) and the per-channel variance over shifts (summed over channels for the map). Offsets: for Lite0 the
-grid {-6, -4, ..., 6}^2 (49 shifts; stride 2 keeps the cost down while covering most of the 16-pixel cell; the
-paper uses every shift up to 7 for patch-16 ViTs), for the ViT the full grid d = 3 (49 shifts, patch 4).
+full grid d = 7 (225 shifts, as the paper's Fig. 2 for patch-16 ViTs; `--lite-d 6 --lite-step 2` gives a
+cheaper 49-shift grid), for the ViT the full grid d = 3 (49 shifts, patch 4).
 PCA is fitted per image on the SRT features and the same projection is applied to the other two, so colours
 are comparable across a row. Columns "|SRT - single|" and "|bilinear - single|" are the per-pixel L2 distances
 of Fig. 4 (SRT's differ at object boundaries; bilinear's form a grid).
 
-Cost (2-core laptop CPU): about 1-2 min (dominated by 4 x 49 Lite0 forwards at 224^2), plus the ViT training
+Cost (2-core laptop CPU): about 1-3 min (dominated by 4 x 225 Lite0 forwards at 224^2), plus the ViT training
 (1-3 min) when no --workdir holds it. `--quick` (one photo at 96x96, 9 shifts, a 10-step tiny ViT on 2 digits)
 takes well under a minute and is what the test runs.
 
@@ -47,6 +47,8 @@ PHOTOS = ('astronaut', 'chelsea', 'coffee', 'rocket')
 
 def step_grid(d: int, step: int) -> tuple[tuple[int, int], ...]:
   """Offsets {-d, -d+step, ..., d}^2 (d divisible by step)."""
+  if d < 0 or step < 1 or d % step:
+    raise ValueError(f'need d >= 0, step >= 1 and step dividing d; got d={d}, step={step}')
   r = range(-d, d + 1, step)
   return tuple((dy, dx) for dy in r for dx in r)
 
@@ -117,6 +119,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
   p = argparse.ArgumentParser(prog='python -m eval.srt_visualize', description=__doc__.split('\n\n')[0])
   p.add_argument('--out', default='results/srt_visualize')
   p.add_argument('--workdir', default=None, help='keep/reuse the trained ViT checkpoint here')
+  p.add_argument('--lite-d', type=int, default=7, help='Lite0 shifts in [-d, d]^2 ...')
+  p.add_argument('--lite-step', type=int, default=1, help='... every lite-step pixels')
   p.add_argument('--quick', action='store_true')
   return p.parse_args(argv)
 
@@ -125,7 +129,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   args = parse_args(argv)
   out = srt_common.prepare_out(args.out)
   t0 = time.time()
-  size, photos, lite_offsets, vit_d, n_digits, preset = 224, PHOTOS, step_grid(6, 2), 3, 4, None
+  size, photos, lite_offsets, vit_d, n_digits, preset = (224, PHOTOS, step_grid(args.lite_d, args.lite_step), 3,
+                                                         4, None)
   if args.quick:
     size, photos, lite_offsets, vit_d, n_digits, preset = 96, PHOTOS[1:2], step_grid(2, 2), 1, 2, 'smoke'
 

@@ -141,6 +141,9 @@ def test_out_of_bounds_view_and_truncation_raise():
   obj = _state_dict([('w', _tensor(_legacy_pid('0', 4), 2, (2, 2), (2, 1)))])  # reads element 5 of 4
   with pytest.raises(torch_pickle.UnsafePickleError, match='reads element 5'):
     torch_pickle.load(_legacy_file(obj, [('0', np.zeros(4, np.float32))]))
+  bomb = _state_dict([('w', _tensor(_legacy_pid('0', 4), 0, (100000, 100000), (0, 0)))])
+  with pytest.raises(torch_pickle.UnsafePickleError, match='more elements'):
+    torch_pickle.load(_legacy_file(bomb, [('0', np.zeros(4, np.float32))]))
   good = _legacy_checkpoint()
   with pytest.raises(torch_pickle.UnsafePickleError, match='truncated'):
     torch_pickle.load(good[:-3])

@@ -11,7 +11,8 @@ imports torch and resolves only an allow-list of names, each to a NumPy stand-in
 
 Every other global (``os.system``, ``builtins.eval``, ``subprocess.Popen``, a ``torch.nn`` module class, ...)
 raises :class:`UnsafePickleError` before anything is called. Tensor views are bounds-checked against their
-storage, so a crafted size/stride cannot read outside the stored bytes.
+storage, so a crafted size/stride cannot read outside the stored bytes, and a tensor may not hold more elements
+than its storage (no stride-0 memory bombs).
 
 Both on-disk layouts are read:
   * the zip layout (torch >= 1.6): ``<root>/data.pkl`` plus one ``<root>/data/<key>`` entry per storage;
@@ -96,6 +97,9 @@ class _LazyTensor:
     if len(size) != len(stride) or offset < 0 or min(size + stride, default=0) < 0:
       raise UnsafePickleError(f'invalid tensor geometry: offset={offset}, size={size}, stride={stride}')
     if 0 not in size:
+      if int(np.prod(size, dtype=object)) > storage.numel:
+        raise UnsafePickleError(f'tensor of size {size} has more elements than its storage ({storage.numel}): '
+                                f'broadcast (stride-0) tensors are not supported')
       last = offset + sum((n - 1) * s for n, s in zip(size, stride))
       if last >= storage.numel:
         raise UnsafePickleError(
