@@ -47,16 +47,20 @@ Grid search and noise
 standard-normal draws eps [n_trials, *shape] are common to all grid points and detectors (common random
 numbers: x = s + sigma * eps), which makes the AMSE surface smooth in sigma and the argmin comparisons sharper.
 
-Cost. Smoothing is a dense [n, n] matmul per axis (exact for any kernel), or, when the largest kernel
-half-width in the grid is <= 8 samples, shifted multiply-adds over the band (faster there, measured). With
-pooling='estimates' every (sigma, h, trial) needs its own smoothing and two Phi^{-1} per sample, so the 1D
-Table I grid (50 x 50 x 10 x 1024) is ~105 GFLOP of matmul plus ~51M inverse-normal evaluations per domain.
-pooling='rates' smooths once per (sigma, h) and is the practical choice for 512x512 images with 100 trials.
+Cost. `grid_search` and `recover` smooth by FFT: an exact zero-padded linear convolution (section "FFT
+smoothing" below), float64 spectra, exact integer window counts for empty and full windows. The spectrum of a
+trial chunk's indicators does not depend on the bandwidth, so each chunk is transformed once and every
+bandwidth costs one inverse FFT: O(n log n) per (sigma, h, trial) instead of the O(n^2) of the dense [n, n]
+matmul that `kernel_matrix` / `kernel_rates` / `estimate` still use. What remains is dominated by the two
+Phi^{-1} per sample and grid point (~51M per domain for the 1D Table I grid, 50 x 50 x 10 x 1024, with
+pooling='estimates'). pooling='rates' smooths once per (sigma, h) and is the practical choice for 512x512
+images with 100 trials.
 """
 from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 import math
 from typing import Any, NamedTuple, Sequence
 
@@ -231,31 +235,43 @@ def indicators(x: jnp.ndarray, a: float, b: float) -> tuple[jnp.ndarray, jnp.nda
   return (x < a).astype(jnp.float32), (x > b).astype(jnp.float32)
 
 
-def _kernel_weights(n: int, bandwidth, truncate: float | None, reference_step: float | None):
-  """Unnormalised [n, n] weights w[i, j] (output i, input j) and the whole kernel's mass."""
+def _reference_taps(h, reference_step: float):
+  """(number of taps L, centre floor(L/2)) of the reference kernel -h:step:h, from the float32 bandwidth."""
+  n_taps = jnp.floor(2.0 * h / reference_step + 1e-4).astype(jnp.int32) + 1
+  return n_taps, n_taps // 2
+
+
+def _weights_at(d: jnp.ndarray, bandwidth, truncate: float | None, reference_step: float | None) -> jnp.ndarray:
+  """Unnormalised kernel weight w(d) for integer offsets d = i - j (output i, input j); any shape."""
   h = jnp.asarray(bandwidth, jnp.float32)
-  i = jnp.arange(n)[:, None]
-  j = jnp.arange(n)[None, :]
   if reference_step is None:
-    d = (i - j).astype(jnp.float32)
+    d = d.astype(jnp.float32)
     w = jnp.exp(-0.5 * jnp.square(d / h))
-    k_all = jnp.arange(-(n - 1), n, dtype=jnp.float32)
-    w_all = jnp.exp(-0.5 * jnp.square(k_all / h))
-    if truncate is not None:
-      w = jnp.where(jnp.abs(d) <= truncate * h, w, 0.0)
-      w_all = jnp.where(jnp.abs(k_all) <= truncate * h, w_all, 0.0)
-    return w, jnp.sum(w_all)
+    return w if truncate is None else jnp.where(jnp.abs(d) <= truncate * h, w, 0.0)
   # MATLAB: taps t_k = -h + step*k, k = 0..L-1, L = floor(2h/step) + 1; conv(data, ker, 'same') takes the
   # full convolution from offset floor(L/2), so out[i] = sum_k ker[k] data[i + floor(L/2) - k].
-  n_taps = jnp.floor(2.0 * h / reference_step + 1e-4).astype(jnp.int32) + 1
-  center = n_taps // 2
-  k = i - j + center
+  n_taps, center = _reference_taps(h, reference_step)
+  k = d + center
   t = -h + reference_step * k.astype(jnp.float32)
-  w = jnp.where((k >= 0) & (k < n_taps), jnp.exp(-0.5 * jnp.square(t / h)), 0.0)
+  return jnp.where((k >= 0) & (k < n_taps), jnp.exp(-0.5 * jnp.square(t / h)), 0.0)
+
+
+def _kernel_mass(n: int, bandwidth, truncate: float | None, reference_step: float | None) -> jnp.ndarray:
+  """The whole kernel's mass (the 'zeros' boundary's divisor): all offsets |d| < n, or all reference taps."""
+  if reference_step is None:
+    return jnp.sum(_weights_at(jnp.arange(-(n - 1), n), bandwidth, truncate, None))
+  h = jnp.asarray(bandwidth, jnp.float32)
   k_all = jnp.arange(4 * n + 1)
   t_all = -h + reference_step * k_all.astype(jnp.float32)
-  mass = jnp.sum(jnp.where(k_all < n_taps, jnp.exp(-0.5 * jnp.square(t_all / h)), 0.0))
-  return w, mass
+  n_taps, _ = _reference_taps(h, reference_step)
+  return jnp.sum(jnp.where(k_all < n_taps, jnp.exp(-0.5 * jnp.square(t_all / h)), 0.0))
+
+
+def _kernel_weights(n: int, bandwidth, truncate: float | None, reference_step: float | None):
+  """Unnormalised [n, n] weights w[i, j] (output i, input j) and the whole kernel's mass."""
+  d = jnp.arange(n)[:, None] - jnp.arange(n)[None, :]
+  return (_weights_at(d, bandwidth, truncate, reference_step),
+          _kernel_mass(n, bandwidth, truncate, reference_step))
 
 
 def kernel_matrix(n: int, bandwidth: float | jnp.ndarray, *, boundary: str = 'renormalize',
@@ -320,41 +336,192 @@ def kernel_rates(ind: jnp.ndarray, bandwidth: float, *, boundary: str = 'renorma
   return _apply_kernels(ind, mats)
 
 
-_MAX_BAND = 8   # half-widths up to this use shifted multiply-adds (faster than a dense matmul there)
+# ----------------------------------------------------------------------------------------------------------
+# FFT smoothing (grid search and recovery): exact zero-padded linear convolution
+# ----------------------------------------------------------------------------------------------------------
+# Along an axis of n samples whose kernel has nonzero weights only at offsets |d| <= D, out[i] = sum_d w(d)
+# in[i - d] for i < n equals the circular convolution of `in` zero-padded to P >= n + D samples with the taps
+# placed circularly (w(d) at d mod P): no wrapped term reaches an output. So truncation, the reference's
+# asymmetric taps and both boundaries stay exact (the boundary is a per-output divisor). The spectrum of the
+# indicators does not depend on the bandwidth, so the grid search transforms each trial chunk once and pays
+# one inverse FFT per bandwidth: O(n log n) per (sigma, h, trial) instead of the O(n^2) of a dense matmul.
+# Windows that hold no exceedance (or only exceedances) get exactly 0 (the all-ones rate), from exact integer
+# window counts: float32 FFTs leave ~1e-7 there, which the reference's unclipped formulas would turn into a
+# variance (reference_quirks: a detector that saw nothing has variance 0).
 
 
-def _band(mat: jnp.ndarray, half: int) -> jnp.ndarray:
-  """Diagonals of a banded [n, n] kernel matrix: d[k + half, i] = mat[i, i + k] (0 outside), [2 half + 1, n]."""
-  n = mat.shape[0]
-  i = jnp.arange(n)[None, :]
-  j = i + jnp.arange(-half, half + 1)[:, None]
-  return jnp.where((j >= 0) & (j < n), mat[i, jnp.clip(j, 0, n - 1)], 0.0)
+def _fft64():
+  """Context for tracing and calling the FFT paths: their spectra are float64 (everything else stays float32).
+
+  A float32 FFT leaves an absolute error ~1e-7 on every rate, i.e. a large relative error on the small rates
+  the estimators invert (Phi^{-1}(1e-5) moves by ~3e-3); in float64 the rates are exact to float32 rounding,
+  as with the dense matmul. Thread-local and restored on exit."""
+  return jax.enable_x64(True)
 
 
-def _apply_band(x: jnp.ndarray, diags: jnp.ndarray, axis: int) -> jnp.ndarray:
-  """out[..., i, ...] = sum_k diags[k, i] x[..., i + k - half, ...] along `axis` (zero outside)."""
-  half = (diags.shape[0] - 1) // 2
-  n = x.shape[axis]
-  pad = [(0, 0)] * x.ndim
-  pad[axis] = (half, half)
-  xp = jnp.pad(x, pad)
-  shape = [1] * x.ndim
-  shape[axis] = n
-  out = None
-  for k in range(2 * half + 1):
-    term = diags[k].reshape(shape) * jax.lax.slice_in_dim(xp, k, k + n, axis=axis)
-    out = term if out is None else out + term
+class _Axis(NamedTuple):
+  n: int      # samples
+  half: int   # D: every nonzero kernel weight has |offset| <= D (static bound, <= n - 1)
+  size: int   # P: FFT length >= n + D
+
+
+class _Smoother(NamedTuple):
+  """Per-bandwidth FFT smoothing data (leading axis H when stacked over bandwidths)."""
+  spectrum: jnp.ndarray   # complex: [P//2 + 1] (1D) or [P_0, P_1//2 + 1] (2D)
+  scale: jnp.ndarray      # [*shape]: 1/row sum (renormalize) or 1/mass (zeros)
+  full: jnp.ndarray       # [*shape]: the rate of a window full of ones (exactly 1 where no weight is lost)
+  inv_n_eff: jnp.ndarray  # [*shape]: sum_j K_ij^2
+  lo: jnp.ndarray         # int32 [axes]: smallest offset with a nonzero weight
+  hi: jnp.ndarray         # int32 [axes]: largest one
+
+
+def _fft_length(m: int) -> int:
+  """Smallest even 2^a 3^b 5^c >= m (a fast FFT length)."""
+  p = max(2, m + (m % 2))
+  while True:
+    r = p
+    for f in (2, 3, 5):
+      while r % f == 0:
+        r //= f
+    if r == 1:
+      return p
+    p += 2
+
+
+def _support_bound(h_max: float, shape: tuple[int, ...], quirks: bool, truncate: float | None) -> int:
+  """A static D >= every nonzero kernel offset for bandwidths <= h_max, rounded up to a power of two (fewer
+  compiled variants), at most max(shape) - 1."""
+  if quirks:
+    half = int(math.floor(2.0 * h_max / _REFERENCE_STEP[len(shape)] + 1e-4)) // 2 + 1
+  elif truncate is None:
+    half = max(shape)
+  else:
+    half = int(math.floor(truncate * h_max)) + 1
+  return min(1 << max(0, half - 1).bit_length(), max(shape) - 1)
+
+
+def _axes(shape: tuple[int, ...], half: int) -> tuple[_Axis, ...]:
+  out = []
+  for n in shape:
+    d = min(half, n - 1)
+    out.append(_Axis(n, d, _fft_length(n + d)))
+  return tuple(out)
+
+
+def _axis_kernel(ax: _Axis, h, boundary: str, truncate: float | None, reference_step: float | None, last: bool):
+  """(spectrum, scale [n], full [n], sum of squared weights [n], lo, hi) of one axis for bandwidth h.
+
+  The float32 taps are those of the dense path; sums and the spectrum are float64 (O(n + P log P) per h)."""
+  n, D, P = ax
+  d = jnp.arange(-D, D + 1)
+  w = _weights_at(d, h, truncate, reference_step)                      # [2D + 1] float32
+  w64 = w.astype(jnp.float64)
+  i = jnp.arange(n)
+  first = jnp.maximum(-D, i - (n - 1)) + D                             # tap range of output i: inputs in [0, n)
+  last_tap = jnp.minimum(D, i) + D
+
+  def window_sum(v):                                                   # sum_{t=first..last_tap} v[t], [n]
+    c = jnp.concatenate([jnp.zeros((1,), v.dtype), jnp.cumsum(v)])
+    return c[last_tap + 1] - c[first]
+  norm = window_sum(w64).astype(jnp.float32)
+  sq = window_sum(jnp.square(w64)).astype(jnp.float32)
+  nonzero = w > 0
+  lo = jnp.min(jnp.where(nonzero, d, D))
+  hi = jnp.max(jnp.where(nonzero, d, -D))
+  if boundary == 'renormalize':
+    scale, full = 1.0 / norm, jnp.ones((n,), jnp.float32)
+  else:
+    mass = _kernel_mass(n, h, truncate, reference_step)
+    scale = jnp.full((n,), 1.0 / mass)
+    fits = True
+    if reference_step is not None:   # every reference tap within [-D, D] (else its mass counts lost taps)
+      n_taps, center = _reference_taps(jnp.asarray(h, jnp.float32), reference_step)
+      fits = (center <= D) & (n_taps - 1 - center <= D)
+    inside = fits & (i - hi >= 0) & (i - lo <= n - 1)
+    full = jnp.where(inside, 1.0, norm / mass)
+  taps = jnp.concatenate([w64[D:], jnp.zeros((P - 2 * D - 1,), jnp.float64), w64[:D]])   # w(d) at d mod P
+  spectrum = jnp.fft.rfft(taps) if last else jnp.fft.fft(taps)
+  return spectrum, scale, full, sq * jnp.square(scale), lo, hi
+
+
+def _smoother(axes: tuple[_Axis, ...], h, boundary: str, truncate: float | None,
+              reference_step: float | None) -> _Smoother:
+  """Separable FFT smoothing data for bandwidth h (traced scalar) on the trailing len(axes) axes."""
+  parts = [_axis_kernel(ax, h, boundary, truncate, reference_step, k == len(axes) - 1)
+           for k, ax in enumerate(axes)]
+  if len(parts) == 1:
+    spec, scale, full, inv_n_eff, lo, hi = parts[0]
+    return _Smoother(spec, scale, full, inv_n_eff, lo[None], hi[None])
+  (s0, c0, f0, q0, lo0, hi0), (s1, c1, f1, q1, lo1, hi1) = parts
+  return _Smoother(s0[:, None] * s1[None, :], c0[:, None] * c1[None, :], f0[:, None] * f1[None, :],
+                   q0[:, None] * q1[None, :], jnp.stack([lo0, lo1]), jnp.stack([hi0, hi1]))
+
+
+def _forward(x: jnp.ndarray, axes: tuple[_Axis, ...]) -> jnp.ndarray:
+  """Spectrum of x [..., *shape] zero-padded to the FFT lengths (h-independent)."""
+  out = jnp.fft.rfft(x.astype(jnp.float64), n=axes[-1].size, axis=-1)
+  if len(axes) == 2:
+    out = jnp.fft.fft(out, n=axes[0].size, axis=-2)
   return out
 
 
-def _smooth(ind: jnp.ndarray, mats: Sequence[jnp.ndarray], band: int | None) -> jnp.ndarray:
-  """Kernel smoothing of the trailing len(mats) axes: dense matmuls, or shifted multiply-adds when banded."""
-  if band is None:
-    return _apply_kernels(ind, mats)
-  for m, axis in zip(mats, range(ind.ndim - len(mats), ind.ndim)):
-    # The barrier materialises the sum; otherwise XLA may fuse (and recompute) it inside every consumer.
-    ind = jax.lax.optimization_barrier(_apply_band(ind, _band(m, band), axis))
-  return ind
+def _inverse(spec: jnp.ndarray, axes: tuple[_Axis, ...]) -> jnp.ndarray:
+  """Inverse of `_forward`, cropped to the signal: [..., *shape] float32."""
+  if len(axes) == 2:
+    spec = jax.lax.slice_in_dim(jnp.fft.ifft(spec, axis=-2), 0, axes[0].n, axis=-2)
+  out = jax.lax.slice_in_dim(jnp.fft.irfft(spec, n=axes[-1].size, axis=-1), 0, axes[-1].n, axis=-1)
+  return out.astype(jnp.float32)
+
+
+def _window_table(mask: jnp.ndarray, axes: tuple[_Axis, ...]) -> jnp.ndarray:
+  """Summed-area table of a boolean mask [..., *shape] (int32, exact), padded for `_window_counts`: along each
+  axis D + 1 leading zeros and D trailing copies of the total, [..., n_k + 2 D_k + 1]."""
+  sat = mask.astype(jnp.int32)
+  k0 = sat.ndim - len(axes)
+  for k in range(len(axes)):
+    sat = jnp.cumsum(sat, axis=k0 + k)
+  edge = [(0, 0)] * k0 + [(0, ax.half) for ax in axes]
+  zeros = [(0, 0)] * k0 + [(ax.half + 1, 0) for ax in axes]
+  return jnp.pad(jnp.pad(sat, edge, mode='edge'), zeros)
+
+
+def _window_counts(sat: jnp.ndarray, axes: tuple[_Axis, ...], lo: jnp.ndarray, hi: jnp.ndarray) -> jnp.ndarray:
+  """Number of True mask entries in each output's kernel window [i - hi, i - lo] (per axis, clipped to the
+  signal), [..., *shape] int32, by inclusion-exclusion on the padded summed-area table."""
+  k0 = sat.ndim - len(axes)
+  out = None
+  for corner in itertools.product((0, 1), repeat=len(axes)):
+    starts = [0] * k0
+    sign = 1
+    for k, (ax, upper) in enumerate(zip(axes, corner)):
+      starts.append(ax.half + 1 - lo[k] if upper else ax.half - hi[k])
+      sign = sign if upper else -sign
+    part = jax.lax.dynamic_slice(sat, starts, sat.shape[:k0] + tuple(ax.n for ax in axes))
+    out = sign * part if out is None else out + sign * part
+  return out
+
+
+def _window_sizes(axes: tuple[_Axis, ...], lo: jnp.ndarray, hi: jnp.ndarray) -> jnp.ndarray:
+  """Number of in-signal inputs in each output's window, [*shape] int32."""
+  sizes = []
+  for k, ax in enumerate(axes):
+    i = jnp.arange(ax.n)
+    sizes.append(jnp.minimum(ax.n - 1, i - lo[k]) - jnp.maximum(0, i - hi[k]) + 1)
+  return sizes[0] if len(sizes) == 1 else sizes[0][:, None] * sizes[1][None, :]
+
+
+def _fft_rates(spec: jnp.ndarray, nonzero_sat: jnp.ndarray, full_sat: jnp.ndarray | None,
+               sm: _Smoother, axes: tuple[_Axis, ...]) -> jnp.ndarray:
+  """Kernel rates [..., *shape] from the input's spectrum and window tables, for one bandwidth.
+
+  full_sat=None means the input is 0/1 (indicators): a window is full when all its entries are nonzero.
+  """
+  rates = _inverse(spec * sm.spectrum, axes) * sm.scale
+  n_nonzero = _window_counts(nonzero_sat, axes, sm.lo, sm.hi)
+  n_full = n_nonzero if full_sat is None else _window_counts(full_sat, axes, sm.lo, sm.hi)
+  rates = jnp.where(n_full == _window_sizes(axes, sm.lo, sm.hi), sm.full, rates)
+  # Materialised once: fused into each estimator instead, it re-reads the float64 FFT output every time.
+  return jax.lax.optimization_barrier(jnp.where(n_nonzero == 0, 0.0, rates))
 
 
 def _sum_sq_weights(mats: Sequence[jnp.ndarray]) -> jnp.ndarray:
@@ -402,6 +569,7 @@ def sub_sup_estimates(p_a: jnp.ndarray, p_b: jnp.ndarray, *, a: float, b: float,
     p_b = jnp.clip(p_b, 0.0, 1.0)
     z_a = jnp.clip(jsp.ndtri(p_a), -v_clip, v_clip)
     z_b = jnp.clip(jsp.ndtri(1.0 - p_b), -v_clip, v_clip)
+    z_a, z_b = jax.lax.optimization_barrier((z_a, z_b))   # see below
     s_sub = a - z_a
     s_sup = b - z_b
     v_a = p_a * (1.0 - p_a) / (n_total * _phi_sq(z_a))
@@ -411,16 +579,19 @@ def sub_sup_estimates(p_a: jnp.ndarray, p_b: jnp.ndarray, *, a: float, b: float,
   p_b = jnp.clip(p_b, p_clip, 1.0 - p_clip)
   z_a = jsp.ndtri(p_a)
   z_b = jsp.ndtri(p_b)
+  # Materialise the inverse normals: otherwise XLA fuses (and recomputes) them into each consumer, e.g. every
+  # trial sum of the grid search (2x slower there, measured).
+  z_a, z_b = jax.lax.optimization_barrier((z_a, z_b))
   sigma2 = jnp.square(sigma)
   s_sub = a - sigma * z_a
   s_sup = b + sigma * z_b
   scale = sigma2 * inv_n_eff
-  ephi_a = jnp.exp(0.5 * jnp.square(z_a))   # sqrt(2 pi) / phi(z)... up to the constant below
-  ephi_b = jnp.exp(0.5 * jnp.square(z_b))
+  # 1/phi(z)^2 = 2 pi exp(z^2). Written as exp(z^2), not exp(z^2/2)^2: the same value, but XLA:CPU turns the
+  # latter into a slower fusion (2x on the grid search, measured).
   two_pi = 2.0 * math.pi
-  v_a = scale * p_a * (1.0 - p_a) * two_pi * jnp.square(ephi_a)
-  v_b = scale * p_b * (1.0 - p_b) * two_pi * jnp.square(ephi_b)
-  cov = scale * p_a * p_b * two_pi * ephi_a * ephi_b
+  v_a = scale * p_a * (1.0 - p_a) * two_pi * jnp.exp(jnp.square(z_a))
+  v_b = scale * p_b * (1.0 - p_b) * two_pi * jnp.exp(jnp.square(z_b))
+  cov = scale * p_a * p_b * two_pi * jnp.exp(0.5 * (jnp.square(z_a) + jnp.square(z_b)))
   return _Est(s_sub, s_sup, v_a, v_b, cov)
 
 
@@ -595,7 +766,13 @@ class _Config:
   chunk: int
   wavelet: bool
   h_batch: int
-  band: int | None = None   # static kernel half-width when small enough for shifted multiply-adds
+  axes: tuple[_Axis, ...]   # FFT geometry per signal axis (static kernel support bound and padded length)
+  h_group: int = 1          # bandwidths per pass over the trials (pooling='estimates'): bounds the running sums
+  s_batch: int = 1          # sigmas vectorised together (pooling='rates'): bounds the FFT working set
+  orthogonal: bool = True   # W is orthogonal: the AMSE is taken on the coefficients (no inverse per grid point)
+
+
+_SUMS_BUDGET_BYTES = 256 << 20   # running sums of one pass over the trials, all bandwidths of a group together
 
 
 def _noise_chunk(cfg: _Config, key, noise, c):
@@ -617,10 +794,16 @@ def _from_coeffs(cfg: _Config, c, W):
   return wv.idwt(c, W[0]) if len(cfg.shape) == 1 else wv.idwt2(c, W[0], W[1])
 
 
-def _kernels(cfg: _Config, h):
+def _map(f, xs, batch: int):
+  """lax.map, vectorising `batch` elements at a time. batch=1 stays a plain loop: vmap would turn the per-h
+  window slices (dynamic_slice at traced offsets) into gathers, 2x slower on CPU (measured)."""
+  return jax.lax.map(f, xs) if batch <= 1 else jax.lax.map(f, xs, batch_size=batch)
+
+
+def _smoother_for(cfg: _Config, h) -> _Smoother:
+  """FFT smoothing data for one bandwidth h (traced scalar)."""
   step = _REFERENCE_STEP[len(cfg.shape)] if cfg.quirks else None
-  return [kernel_matrix(n, h, boundary=cfg.boundary, truncate=cfg.truncate, reference_step=step)
-          for n in cfg.shape]
+  return _smoother(cfg.axes, h, cfg.boundary, cfg.truncate, step)
 
 
 def _estimates_all(cfg: _Config, p_a, p_b, sigmas, inv_n_eff, n_pooled):
@@ -645,57 +828,99 @@ def _pooled_rates(cfg: _Config, coeffs, sigmas, key, noise):
   return counts / cfg.n_trials
 
 
-def _means_for_h(cfg: _Config, coeffs, sigmas, h, key, noise, freqs=None):
-  """Trial-averaged (s_sub, s_sup, v_a, v_b, cov), each [S, *shape], for one bandwidth h (detection domain)."""
-  mats = _kernels(cfg, h)
-  inv_n_eff = _sum_sq_weights(mats)
-  n_chunks = cfg.n_trials // cfg.chunk
-  sig = sigmas.reshape((-1, 1) + (1,) * len(cfg.shape))
+def _pooled_means(cfg: _Config, tables, sigmas, sm: _Smoother) -> _Est:
+  """pooling='rates': one estimate per grid point (each [S, *shape]) from the pooled frequencies, given as
+  `_pooled_tables`, with n_eff * n_trials observations."""
+  spec, nonzero, full = tables
+  p = _fft_rates(spec, nonzero, full, sm, cfg.axes)
+  return _estimates_all(cfg, p[0], p[1], sigmas, sm.inv_n_eff, cfg.n_trials)
 
-  if cfg.pooling == 'rates':
-    # One estimate from n_eff * n_trials pooled observations.
-    p = _smooth(freqs, mats, cfg.band)
-    return _estimates_all(cfg, p[0], p[1], sigmas, inv_n_eff, cfg.n_trials)
 
+def _pooled_tables(cfg: _Config, freqs):
+  """Spectrum and window tables (nonzero, all trials exceeded) of the pooled frequencies [2, S, *shape]."""
+  return _forward(freqs, cfg.axes), _window_table(freqs > 0, cfg.axes), _window_table(freqs >= 1, cfg.axes)
+
+
+def _trial_means(cfg: _Config, coeffs, sigmas, sms: _Smoother, key, noise) -> _Est:
+  """pooling='estimates': trial-averaged (s_sub, s_sup, v_a, v_b, cov), each [G, S, *shape], for the G
+  bandwidths of `sms` (stacked). One pass over the trial chunks: each chunk's indicators are transformed once
+  and smoothed for every bandwidth; running sums keep memory O(G * S * numel)."""
   need_cov = cfg.weights == 'optimal'
+  n_out = 5 if need_cov else 4
+  sig = sigmas.reshape((-1, 1) + (1,) * len(cfg.shape))
 
   def body(carry, c):
     x = coeffs + sig * _noise_chunk(cfg, key, noise, c)[None]          # [S, C, *shape]
-    # Both indicator sets through ONE matmul: [2, S, C, *shape].
-    p = _smooth(jnp.stack([x < cfg.a, x > cfg.b]).astype(jnp.float32), mats, cfg.band)
-    est = _estimates_all(cfg, p[0], p[1], sigmas, inv_n_eff, 1)
-    est = est if need_cov else est[:4]
-    return tuple(acc + jnp.sum(e, axis=1) for acc, e in zip(carry, est)), None
-  zeros = jnp.zeros((sigmas.shape[0],) + cfg.shape, jnp.float32)
-  sums, _ = jax.lax.scan(body, (zeros,) * (5 if need_cov else 4), jnp.arange(n_chunks))
-  means = [s / cfg.n_trials for s in sums]
+    ind = jnp.stack([x < cfg.a, x > cfg.b])                             # [2, S, C, *shape]
+    spec = _forward(ind.astype(jnp.float32), cfg.axes)
+    sat = _window_table(ind, cfg.axes)
+
+    def per_h(sm):
+      p = _fft_rates(spec, sat, None, sm, cfg.axes)
+      est = _estimates_all(cfg, p[0], p[1], sigmas, sm.inv_n_eff, 1)[:n_out]
+      return jnp.stack([jnp.sum(e, axis=1) for e in est])             # [n_out, S, *shape]
+    return carry + _map(per_h, sms, min(cfg.h_batch, cfg.h_group)), None
+  n_h = sms.scale.shape[0]
+  zeros = jnp.zeros((n_h, n_out, sigmas.shape[0]) + cfg.shape, jnp.float32)
+  sums, _ = jax.lax.scan(body, zeros, jnp.arange(cfg.n_trials // cfg.chunk))
+  means = [sums[:, k] / cfg.n_trials for k in range(n_out)]
   return _Est(*means) if need_cov else _Est(*means, jnp.zeros_like(means[0]))
 
 
-def _detector_estimates(cfg: _Config, means: _Est, W):
-  """Data-domain trial-averaged estimates [3, S, *shape] for sub, sup, double."""
-  out = [_combine(d, *means, cfg.weights)[0] for d in DETECTORS]
-  return _from_coeffs(cfg, jnp.stack(out), W)
+def _detector_estimates(cfg: _Config, means: _Est, W, *, coefficients: bool = False):
+  """Trial-averaged estimates [3, ...] for sub, sup, double: in the data domain, or left on the wavelet
+  coefficients when `coefficients`."""
+  out = jnp.stack([_combine(d, *means, cfg.weights)[0] for d in DETECTORS])
+  return out if coefficients else _from_coeffs(cfg, out, W)
+
+
+def _amse_all(cfg: _Config, means: _Est, signal, coeffs, W):
+  """AMSE [3, S] of the three detectors. With an orthogonal W, ||W^T e - s|| = ||e - W s||: no inverse DWT."""
+  if cfg.wavelet and cfg.orthogonal:
+    return amse(coeffs, _detector_estimates(cfg, means, W, coefficients=True))
+  return amse(signal, _detector_estimates(cfg, means, W))
 
 
 @functools.partial(jax.jit, static_argnames=('cfg',))
 def _grid_amse(cfg: _Config, signal, W, sigmas, bandwidths, key, noise):
   coeffs = _to_coeffs(cfg, signal, W)
-  freqs = _pooled_rates(cfg, coeffs, sigmas, key, noise) if cfg.pooling == 'rates' else None
+  n_h = bandwidths.shape[0]
+  if cfg.pooling == 'rates':
+    freqs = _pooled_rates(cfg, coeffs, sigmas, key, noise)             # [2, S, *shape]
+    sms = jax.vmap(lambda h: _smoother_for(cfg, h))(bandwidths)         # [H, ...]
 
-  def per_h(h):
-    est = _detector_estimates(cfg, _means_for_h(cfg, coeffs, sigmas, h, key, noise, freqs), W)
-    return amse(signal, est)                                            # [3, S]
+    def per_sigma(args):                                                # s_batch sigmas at a time (lax.map)
+      f, sg = args                                                      # [2, *shape], scalar
+      tables = _pooled_tables(cfg, f[:, None])                          # transformed once for every h
 
-  out = jax.lax.map(per_h, bandwidths, batch_size=cfg.h_batch)         # [H, 3, S]
+      def per_h(sm):
+        return _amse_all(cfg, _pooled_means(cfg, tables, sg[None], sm), signal, coeffs, W)[:, 0]   # [3]
+      return _map(per_h, sms, cfg.h_batch)                              # [H, 3]
+    out = _map(per_sigma, (jnp.moveaxis(freqs, 1, 0), sigmas), cfg.s_batch)   # [S, H, 3]
+    out = jnp.transpose(out, (1, 2, 0))                                 # [H, 3, S]
+  else:
+    # Bandwidths in groups of h_group (the last group padded with copies of the last bandwidth).
+    n_groups = -(-n_h // cfg.h_group)
+    hs = jnp.concatenate([bandwidths, jnp.repeat(bandwidths[-1:], n_groups * cfg.h_group - n_h)])
+
+    def per_group(h_group):
+      sms = jax.vmap(lambda h: _smoother_for(cfg, h))(h_group)
+      means = _trial_means(cfg, coeffs, sigmas, sms, key, noise)                       # [G, S, *shape] each
+      return jax.vmap(lambda *m: _amse_all(cfg, _Est(*m), signal, coeffs, W))(*means)   # [G, 3, S]
+    out = jax.lax.map(per_group, hs.reshape(n_groups, cfg.h_group)).reshape((-1,) + (3, sigmas.shape[0]))[:n_h]
   return jnp.transpose(out, (1, 2, 0))                                  # [3, S, H]
 
 
 @functools.partial(jax.jit, static_argnames=('cfg',))
 def _recover_all(cfg: _Config, signal, W, sigma, bandwidth, key, noise):
   coeffs = _to_coeffs(cfg, signal, W)
-  freqs = _pooled_rates(cfg, coeffs, sigma[None], key, noise) if cfg.pooling == 'rates' else None
-  means = _means_for_h(cfg, coeffs, sigma[None], bandwidth, key, noise, freqs)
+  sm = _smoother_for(cfg, bandwidth)
+  if cfg.pooling == 'rates':
+    tables = _pooled_tables(cfg, _pooled_rates(cfg, coeffs, sigma[None], key, noise))
+    means = _pooled_means(cfg, tables, sigma[None], sm)
+  else:
+    sms = jax.tree.map(lambda v: v[None], sm)
+    means = jax.tree.map(lambda v: v[0], _trial_means(cfg, coeffs, sigma[None], sms, key, noise))
   return _detector_estimates(cfg, means, W)[:, 0]                       # [3, *shape]
 
 
@@ -712,20 +937,17 @@ class GridResult(NamedTuple):
   bandwidths: np.ndarray
 
 
-def _halfwidth(h_max: float, shape: tuple[int, ...], quirks: bool, truncate: float | None) -> int | None:
-  """Largest offset |i - j| with a nonzero kernel weight, if small enough for banded smoothing, else None."""
-  if quirks:
-    half = int(math.floor(2.0 * h_max / _REFERENCE_STEP[len(shape)] + 1e-4)) // 2 + 1
-  elif truncate is None:
-    return None
-  else:
-    half = int(math.floor(truncate * h_max))
-  half = min(half, max(shape) - 1)
-  return half if half <= _MAX_BAND else None
+def _is_orthogonal(mats: Sequence[np.ndarray]) -> bool:
+  """W W^T = I to float32 accuracy for every user-given matrix."""
+  for m in mats:
+    m = np.asarray(m, np.float64)
+    if np.max(np.abs(m @ m.T - np.eye(m.shape[0]))) > 1e-4:
+      return False
+  return True
 
 
 def _prepare(signal, key, *, a, b, n_trials, domain, wavelet, level, reference_quirks, boundary, weights, pooling,
-             truncate, p_clip, v_clip, chunk_size, noise, n_sigma, h_batch, h_max):
+             truncate, p_clip, v_clip, chunk_size, noise, n_sigma, h_batch, h_max, n_h=1):
   """Validates the common arguments; returns (cfg, signal, W, noise)."""
   a, b = _check_thresholds(a, b)
   _check_choice('domain', domain, DOMAINS)
@@ -745,7 +967,7 @@ def _prepare(signal, key, *, a, b, n_trials, domain, wavelet, level, reference_q
     if noise.shape != (n_trials,) + shape:
       raise ValueError(f'noise must have shape (n_trials,) + signal.shape = {(n_trials,) + shape}, '
                        f'got {noise.shape}.')
-  W = None
+  W, orthogonal = None, True
   if domain == 'wavelet':
     if isinstance(wavelet, str):
       W = tuple(jnp.asarray(wv.dwt_matrix(n, wavelet, level), jnp.float32) for n in shape)
@@ -754,6 +976,7 @@ def _prepare(signal, key, *, a, b, n_trials, domain, wavelet, level, reference_q
       if len(mats) != len(shape) or any(np.shape(m) != (n, n) for m, n in zip(mats, shape)):
         raise ValueError(f'wavelet must be a name or one [n, n] matrix per signal axis for shape {shape}.')
       W = tuple(jnp.asarray(m, jnp.float32) for m in mats)
+      orthogonal = _is_orthogonal(mats)
   numel = int(np.prod(shape))
   if chunk_size is None:
     # Keep the per-chunk working set near 2M elements per array: [n_sigma, chunk, *shape].
@@ -763,12 +986,16 @@ def _prepare(signal, key, *, a, b, n_trials, domain, wavelet, level, reference_q
   if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1 \
       or n_trials % chunk_size:
     raise ValueError(f'chunk_size must be a positive divisor of n_trials={n_trials}, got {chunk_size!r}.')
-  cfg = _Config(shape=shape, a=a, b=b, quirks=bool(reference_quirks), boundary=boundary,
-                truncate=None if truncate is None else float(truncate), weights=weights, pooling=pooling,
-                p_clip=float(p_clip), v_clip=_v_clip(v_clip, len(shape)), n_trials=int(n_trials),
-                chunk=int(chunk_size), wavelet=domain == 'wavelet', h_batch=int(h_batch),
-                band=_halfwidth(float(h_max), shape, bool(reference_quirks),
-                                None if truncate is None else float(truncate)))
+  # Bandwidths per pass over the trials: as many as keep the running sums within the budget, in equal groups.
+  per_h = (5 if weights == 'optimal' else 4) * n_sigma * numel * 4
+  n_groups = -(-n_h // max(1, min(n_h, _SUMS_BUDGET_BYTES // per_h)))
+  truncate = None if truncate is None else float(truncate)
+  cfg = _Config(shape=shape, a=a, b=b, quirks=bool(reference_quirks), boundary=boundary, truncate=truncate,
+                weights=weights, pooling=pooling, p_clip=float(p_clip), v_clip=_v_clip(v_clip, len(shape)),
+                n_trials=int(n_trials), chunk=int(chunk_size), wavelet=domain == 'wavelet', h_batch=int(h_batch),
+                axes=_axes(shape, _support_bound(float(h_max), shape, bool(reference_quirks), truncate)),
+                h_group=-(-n_h // n_groups), s_batch=max(1, min(n_sigma, (1 << 21) // (2 * numel))),
+                orthogonal=orthogonal)
   return cfg, signal, W, noise
 
 
@@ -809,8 +1036,9 @@ def recover(signal: jnp.ndarray, key: jax.Array, *, a: float, b: float, sigma: f
       reference_quirks=reference_quirks, boundary=boundary, weights=weights, pooling=pooling, truncate=truncate,
       p_clip=p_clip, v_clip=v_clip, chunk_size=chunk_size, noise=noise, n_sigma=1, h_batch=1,
       h_max=float(bandwidth))
-  out = _recover_all(cfg, signal, W, jnp.asarray(sigma, jnp.float32), jnp.asarray(bandwidth, jnp.float32),
-                     key, noise)
+  with _fft64():
+    out = _recover_all(cfg, signal, W, jnp.asarray(sigma, jnp.float32), jnp.asarray(bandwidth, jnp.float32),
+                       key, noise)
   return out[DETECTORS.index(detector)]
 
 
@@ -822,9 +1050,13 @@ def grid_search(signal: jnp.ndarray, key: jax.Array, *, a: float, b: float, sigm
                 h_batch: int = 1, noise: jnp.ndarray | None = None) -> GridResult:
   """AMSE of all three detectors over a (sigma x bandwidth) grid, in one jitted computation (Sec. III-A).
 
-  Bandwidths run through `lax.map` (h_batch at a time), sigmas are vectorised, trials are scanned in chunks
-  with running sums, so memory is O(n_sigma * chunk_size * numel) whatever n_trials is. Noise draws are shared
-  by all grid points and detectors (module docstring). Arguments as in `recover`.
+  pooling='estimates': trials are scanned in chunks (sigmas vectorised); each chunk's indicators are
+  FFT-transformed once, then every bandwidth (`lax.map`, h_batch at a time) costs one inverse FFT and the
+  estimators, added to running sums. Memory is O(n_sigma * (chunk_size + h_group) * numel) whatever n_trials
+  is, h_group being as many bandwidths as keep the running sums near 256 MB (more bandwidths: more passes over
+  the trials). pooling='rates': the pooled frequencies are transformed once per sigma (a few sigmas at a time)
+  and smoothed for every bandwidth. Noise draws are shared by all grid points and detectors (module docstring).
+  Arguments as in `recover`; h_batch > 1 vectorises bandwidths (usually slower on CPU).
 
   Returns:
     GridResult with amse[detector] of shape [len(sigmas), len(bandwidths)] and the argmin per detector.
@@ -837,9 +1069,10 @@ def grid_search(signal: jnp.ndarray, key: jax.Array, *, a: float, b: float, sigm
       signal, key, a=a, b=b, n_trials=n_trials, domain=domain, wavelet=wavelet, level=level,
       reference_quirks=reference_quirks, boundary=boundary, weights=weights, pooling=pooling, truncate=truncate,
       p_clip=p_clip, v_clip=v_clip, chunk_size=chunk_size, noise=noise, n_sigma=sig.size,
-      h_batch=min(int(h_batch), hs.size), h_max=float(hs.max()))
-  out = np.asarray(_grid_amse(cfg, signal, W, jnp.asarray(sig, jnp.float32), jnp.asarray(hs, jnp.float32),
-                              key, noise), dtype=np.float64)
+      h_batch=min(int(h_batch), hs.size), h_max=float(hs.max()), n_h=hs.size)
+  with _fft64():
+    out = np.asarray(_grid_amse(cfg, signal, W, jnp.asarray(sig, jnp.float32), jnp.asarray(hs, jnp.float32),
+                                key, noise), dtype=np.float64)
   table = {d: out[i] for i, d in enumerate(DETECTORS)}
   best = {}
   for d, m in table.items():

@@ -195,6 +195,55 @@ def test_reference_kernel_matches_matlab_conv_same(h, step):
   np.testing.assert_allclose(np.asarray(K @ jnp.asarray(ind)), _np_reference_rates(ind, h, step), atol=1e-6)
 
 
+@functools.partial(jax.jit, static_argnames=('axes', 'boundary', 'truncate', 'step'))
+def _fft_rates_and_neff(x, h, *, axes, boundary, truncate, step):
+  sm = th._smoother(axes, h, boundary, truncate, step)  # pylint: disable=protected-access
+  spec, sat = th._forward(x, axes), th._window_table(x > 0, axes)  # pylint: disable=protected-access
+  return th._fft_rates(spec, sat, None, sm, axes), sm.inv_n_eff  # pylint: disable=protected-access
+
+
+# (shape, bandwidth, boundary, truncate, reference step): Gaussian cut at 4 sd, uncut, wider than the signal,
+# the reference kernels (asymmetric taps for 2h/0.01 not an integer), 2D.
+@pytest.mark.parametrize('shape,h,boundary,truncate,step', [
+    ((50,), 2.5, 'renormalize', 4.0, None), ((50,), 2.5, 'zeros', 4.0, None), ((50,), 3.0, 'renormalize', None, None),
+    ((50,), 30.0, 'zeros', 4.0, None), ((50,), 0.137, 'zeros', None, 0.01), ((50,), 0.6, 'zeros', None, 0.01),
+    ((12, 20), 1.5, 'renormalize', 4.0, None), ((12, 20), 2.0, 'zeros', None, 1.0)])
+def test_fft_smoothing_equals_dense_kernel_matrix(shape, h, boundary, truncate, step):
+  """The grid search's FFT smoothing == the dense kernel matrices (float64 NumPy), with exact zeros where a
+  window holds no exceedance and exact ones where it is full (renormalize, or zeros away from the ends)."""
+  rng = np.random.default_rng(8)
+  x = (rng.random((3,) + shape) < 0.04).astype(np.float32)       # sparse: many empty windows
+  x[2] = 0.0
+  x[2, ..., 5:40] = 1.0                                           # full windows
+  half = th._support_bound(h, shape, step is not None, truncate)  # pylint: disable=protected-access
+  axes = th._axes(shape, half)  # pylint: disable=protected-access
+  with th._fft64():  # pylint: disable=protected-access
+    got, inv_n_eff = _fft_rates_and_neff(jnp.asarray(x), jnp.float32(h), axes=axes, boundary=boundary,
+                                         truncate=truncate, step=step)
+  got = np.asarray(got)
+  chex.assert_shape(got, x.shape)
+  mats = [np.asarray(th.kernel_matrix(n, h, boundary=boundary, truncate=truncate, reference_step=step),
+                     np.float64) for n in shape]
+  want = np.einsum('...j,ij->...i', x, mats[0]) if len(shape) == 1 else np.einsum('ij,...jk,lk->...il', mats[0], x,
+                                                                                   mats[1])
+  np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+  # Exact 0 where no weight touches an exceedance.
+  touched = np.einsum('...j,ij->...i', x, mats[0] != 0) if len(shape) == 1 else np.einsum(
+      'ij,...jk,lk->...il', mats[0] != 0, x, mats[1] != 0)
+  assert np.any(touched == 0)
+  np.testing.assert_array_equal(got[touched == 0], 0.0)
+  # Exact 1 where the whole kernel sees ones (all of its weight inside the signal for 'zeros').
+  ones = np.ones(shape, np.float32)
+  all_w = np.einsum('...j,ij->...i', ones, mats[0] != 0) if len(shape) == 1 else np.einsum(
+      'ij,jk,lk->il', mats[0] != 0, ones, mats[1] != 0)
+  full = (touched == all_w) & np.isclose(want, 1.0, atol=1e-5)
+  if np.min(all_w) <= 21:                                         # the kernel fits into the block of ones
+    assert np.any(full)
+  np.testing.assert_array_equal(got[full], 1.0)
+  sq = [np.sum(np.square(m), axis=1) for m in mats]
+  np.testing.assert_allclose(np.asarray(inv_n_eff), sq[0] if len(sq) == 1 else np.outer(sq[0], sq[1]), rtol=1e-5)
+
+
 # ------------------------------------------------------------------------------------------------------------
 # Single-trial estimator, reference quirks
 # ------------------------------------------------------------------------------------------------------------
@@ -291,12 +340,12 @@ def _np_grid(signal, noise, a, b, sigmas, hs, *, domain, wavelet, level, quirks,
   return out
 
 
-# Largest bandwidths decide the smoothing path: half-width <= 8 samples -> shifted multiply-adds, else matmul.
+# Small and large kernels (the largest sets the FFT padding), the reference kernel narrow and wide.
 @pytest.mark.parametrize('domain,quirks,pooling,hs', [
-    ('data', False, 'estimates', (0.8, 2.0)),        # banded
-    ('wavelet', False, 'estimates', (1.5, 3.0)),     # dense
-    ('data', True, 'estimates', (0.05, 0.06)),       # reference kernel, banded
-    ('data', True, 'estimates', (0.05, 0.3)),        # reference kernel, dense
+    ('data', False, 'estimates', (0.8, 2.0)),
+    ('wavelet', False, 'estimates', (1.5, 3.0)),
+    ('data', True, 'estimates', (0.05, 0.06)),
+    ('data', True, 'estimates', (0.05, 0.3)),
     ('wavelet', False, 'rates', (1.5, 2.0))])
 def test_grid_search_equals_slow_numpy(domain, quirks, pooling, hs):
   n, trials = 64, 4
