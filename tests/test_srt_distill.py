@@ -34,7 +34,7 @@ def test_loss_is_eq6_against_srt_of_frozen_teacher(smoke, task):
   params, state = task.init(jax.random.key(0))
   batch = task.train_batch(0, 0, 1)
   assert set(batch) == {'image'}  # label-free
-  model, _ = srt_distill.train_teacher(smoke)  # reloads the finished teacher run
+  model = srt_classifier.build_model(smoke.teacher, 10, batch['image'].shape[1:])
   feature = jax.jit(srt_classifier.feature_fn(model))
   task_loss = jax.jit(task.loss)
   # Perturb the student so it differs from the teacher.
@@ -58,14 +58,14 @@ def test_loss_is_eq6_against_srt_of_frozen_teacher(smoke, task):
 def test_a_few_loop_steps_reduce_the_distillation_loss(smoke, task, tmp_path):
   state = loop.run(smoke, str(tmp_path), task)
   assert int(state.step) == smoke.num_steps
-  params0, mstate = task.init(jax.random.key(0))
-  batches = list(task.eval_batches(0, 1))
-  evaluate = jax.jit(task.evaluate)
-  before = np.mean([float(evaluate(params0, mstate, b)['loss']) for b in batches])
-  after = np.mean([float(evaluate(jax.device_get(state.params), mstate, b)['loss']) for b in batches])
-  assert after < 0.9 * before, (before, after)
   records = [json.loads(line) for line in open(tmp_path / 'metrics.jsonl')]
-  assert records[-1]['split'] == 'eval' and records[-1]['loss'] < records[-1]['teacher_gap']
+  final = records[-1]
+  assert final['split'] == 'eval' and final['step'] == smoke.num_steps
+  # On the test images: 'teacher_gap' is the loss of the teacher's single pass, i.e. of the student at step 0
+  # (it starts from w_0); after a few steps the student is closer to the SRT targets.
+  assert final['loss'] < 0.9 * final['teacher_gap'], final
+  train = [r for r in records if r['split'] == 'train']
+  assert train[-1]['loss'] < train[0]['loss'], train
 
 
 def test_config_validation(smoke):
