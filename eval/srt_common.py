@@ -6,6 +6,7 @@ import dataclasses
 import json
 import os
 import shutil
+import sys
 import tempfile
 from typing import Any, Callable
 
@@ -115,6 +116,12 @@ def markdown_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
   lines = ['| ' + ' | '.join(columns) + ' |', '|' + '---|' * len(columns)]
   lines += ['| ' + ' | '.join(fmt(r.get(c, '')) for c in columns) + ' |' for r in rows]
   return '\n'.join(lines)
+
+
+def command_line(module: str, argv: list[str] | None) -> str:
+  """'Command: `python -m <module> <args>`' for results.md (argv None means the process's own arguments)."""
+  args = sys.argv[1:] if argv is None else list(argv)
+  return f'Command: `python -m {module} {" ".join(args)}`'.rstrip()
 
 
 def prepare_out(out: str) -> str:

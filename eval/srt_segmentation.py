@@ -223,7 +223,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   claim = best_srt['mIoU'] > rows[1]['mIoU']
   md = [
       '# SRT features for a dense task: MNIST foreground segmentation by a linear probe', '',
-      f'Command: `python -m eval.srt_segmentation {" ".join(argv) if argv else ""}`'.rstrip(), '',
+      srt_common.command_line('eval.srt_segmentation', argv), '',
       f'Backbone: ViT `configs/srt_classifier.py{":" + preset if preset else ""}` (patch {config.vit.patch_size}, '
       f'width {config.vit.width}, depth {config.vit.depth}, {config.num_steps} steps), test accuracy '
       f'{backbone.test_accuracy:.4f}. Probe: logistic regression on {n_train} training digits '

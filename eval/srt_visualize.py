@@ -161,7 +161,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                    'corr(bilinear - single, grad)': boundary_alignment(p['|bilinear - single|'], imgs[i]),
                    'corr(SRT variance, grad)': boundary_alignment(p['SRT variance'], imgs[i])})
   md = ['# SRT feature visualisation (Fig. 2, Fig. 4)', '',
-        f'Command: `python -m eval.srt_visualize {" ".join(argv) if argv else ""}`'.rstrip(), '',
+        srt_common.command_line('eval.srt_visualize', argv), '',
         f'Lite0: {len(photos)} bundled photos at {size}x{size}, stride-16 features (112 ch), '
         f'{len(lite_offsets)} shifts. ViT: {n_digits} MNIST test digits, d={vit_d} '
         f'(test accuracy of the ViT {backbone.test_accuracy:.4f}). Wall time {time.time() - t0:.0f} s.', '',
