@@ -244,6 +244,16 @@ def test_fft_smoothing_equals_dense_kernel_matrix(shape, h, boundary, truncate, 
   np.testing.assert_allclose(np.asarray(inv_n_eff), sq[0] if len(sq) == 1 else np.outer(sq[0], sq[1]), rtol=1e-5)
 
 
+def test_fast_inverse_normal_matches_scipy_float64():
+  """The grid's Phi^{-1} (Giles' erfinv with w from p) on its range [1e-7, 1 - 1e-7]: float32 accuracy."""
+  tails = np.geomspace(1e-7, 0.5, 20_000)
+  p = np.concatenate([tails, 1 - tails, np.linspace(0.3, 0.7, 2_001)]).astype(np.float32)
+  got = np.asarray(jax.jit(th._ndtri_fast)(jnp.asarray(p)), np.float64)  # pylint: disable=protected-access
+  want = scipy.special.ndtri(p.astype(np.float64))
+  np.testing.assert_allclose(got, want, rtol=4e-7, atol=2e-7)
+  assert np.all(np.diff(got[:20_000]) >= 0)                      # monotone along the lower tail
+
+
 # ------------------------------------------------------------------------------------------------------------
 # Single-trial estimator, reference quirks
 # ------------------------------------------------------------------------------------------------------------
