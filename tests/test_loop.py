@@ -161,3 +161,15 @@ def test_two_processes_match_one(one_device_run, tmp_path):
   np.testing.assert_allclose([r['loss'] for r in _records(tmp_path)],
                              [r['loss'] for r in _records(one_device_run)], rtol=1e-5)
   assert _max_abs_diff(_params(tmp_path), _params(one_device_run)) < 1e-5
+
+
+def test_vit_with_class_token_trains_on_eight_devices(tmp_path):
+  """A ViT concatenates a replicated class token to batch-sharded patches: the mesh must propagate shardings."""
+  vit = [sys.executable, '-m', 'train.srt_classifier', '--config', 'configs/srt_classifier.py:smoke']
+  for devices in (1, 8):
+    proc = subprocess.run(vit + ['--workdir', str(tmp_path / str(devices))], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300,
+                          env=_env(XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}'))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+  np.testing.assert_allclose([r['loss'] for r in _records(tmp_path / '8')],
+                             [r['loss'] for r in _records(tmp_path / '1')], rtol=1e-5)

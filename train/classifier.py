@@ -41,6 +41,19 @@ def eval_batches(dataset: srdata.Dataset, batch_size: int, process_index: int,
     yield {'image': dataset.images[idx][part], 'label': dataset.labels[idx][part], 'mask': mask[part]}
 
 
+def masked_metrics(logits: jax.Array, labels: jax.Array, mask: jax.Array) -> dict[str, jax.Array]:
+  """Mean cross-entropy and accuracy over the examples with mask 1, plus their count as the batch 'weight'.
+
+  Args:
+    logits: [B, K]; labels: [B] int; mask: [B] float (0 for padding).
+  """
+  xent = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+  correct = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
+  count = mask.sum()
+  weight = jnp.maximum(count, 1.0)
+  return {'loss': jnp.sum(xent * mask) / weight, 'accuracy': jnp.sum(correct * mask) / weight, 'weight': count}
+
+
 def build_task(config: ml_collections.ConfigDict) -> loop.Task:
   train_set = load_data(config, 'train')
   test_set = load_data(config, 'test')
@@ -58,12 +71,7 @@ def build_task(config: ml_collections.ConfigDict) -> loop.Task:
 
   def evaluate(params, model_state, batch):
     del model_state
-    logits = model.apply({'params': params}, batch['image'])
-    xent = optax.softmax_cross_entropy_with_integer_labels(logits, batch['label'])
-    correct = (jnp.argmax(logits, -1) == batch['label']).astype(jnp.float32)
-    weight = jnp.maximum(batch['mask'].sum(), 1.0)
-    return {'loss': jnp.sum(xent * batch['mask']) / weight, 'accuracy': jnp.sum(correct * batch['mask']) / weight,
-            'weight': batch['mask'].sum()}
+    return masked_metrics(model.apply({'params': params}, batch['image']), batch['label'], batch['mask'])
 
   def train_batch(step, process_index, process_count):
     idx = batch_indices(step, config.batch_size, len(train_set), seed=config.seed,

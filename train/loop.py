@@ -67,12 +67,23 @@ class TrainState:
 
 
 def make_mesh() -> jax.sharding.Mesh:
-  """A 1D mesh over every device of every process, axis 'data'."""
-  return jax.make_mesh((jax.device_count(),), ('data',))
+  """A 1D mesh over every device of every process, axis 'data'.
+
+  The axis is `Auto`: XLA propagates shardings inside the step, so model code written for one device (a class
+  token concatenated to batch-sharded patches, SRT's shifted copies) runs unchanged. With JAX's newer default,
+  `Explicit` axes, such code raises ShardingTypeError unless every op spells out its sharding.
+  """
+  return jax.make_mesh((jax.device_count(),), ('data',), axis_types=(jax.sharding.AxisType.Auto,))
 
 
 def shard_batch(batch: Batch, sharding: NamedSharding) -> dict[str, jax.Array]:
   """Assembles the global batch from each process's local shard (leading axis split on 'data')."""
+  local_devices = jax.local_device_count()
+  for key, value in batch.items():
+    if np.shape(value)[0] % local_devices:
+      raise ValueError(f'batch[{key!r}] has {np.shape(value)[0]} examples on this process, not divisible by its '
+                       f'{local_devices} devices: use a batch size (or eval_batch_size) that is a multiple of '
+                       f'{jax.device_count()}')
   return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in batch.items()}
 
 

