@@ -306,8 +306,10 @@ def test_estimate_is_finite_for_extreme_inputs():
 # Grid search == slow NumPy reference (one trial at a time, same noise)
 # ------------------------------------------------------------------------------------------------------------
 
-def _np_grid(signal, noise, a, b, sigmas, hs, *, domain, wavelet, level, quirks, pooling='estimates'):
-  """Straightforward loops over sigma, h, trial. Wavelet domain: pywt.wavedec / waverec (not srjax's matrix)."""
+def _np_grid(signal, noise, a, b, sigmas, hs, *, domain, wavelet, level, quirks, pooling='estimates',
+             weights='variance'):
+  """Straightforward loops over sigma, h, trial. Wavelet domain: pywt.wavedec / waverec (not srjax's matrix).
+  weights='optimal' (correct model): the double detector uses the trial-averaged covariance (Eq. 20)."""
   n = signal.shape[-1]
   if domain == 'wavelet':
     d = np.concatenate(pywt.wavedec(signal, wavelet, mode='periodization', level=level))
@@ -318,7 +320,7 @@ def _np_grid(signal, noise, a, b, sigmas, hs, *, domain, wavelet, level, quirks,
   out = np.zeros((3, len(sigmas), len(hs)))
   for i, sig in enumerate(sigmas):
     for j, h in enumerate(hs):
-      acc = np.zeros((4, n))
+      acc = np.zeros((5, n))
       if pooling == 'rates':
         ia = np.mean([(d + sig * e < a) for e in noise], axis=0)
         ib = np.mean([(d + sig * e > b) for e in noise], axis=0)
@@ -333,7 +335,7 @@ def _np_grid(signal, noise, a, b, sigmas, hs, *, domain, wavelet, level, quirks,
           z_a = np.clip(math.sqrt(2) * scipy.special.erfinv(2 * p_a - 1), -4.5, 4.5)
           z_b = np.clip(math.sqrt(2) * scipy.special.erfinv(1 - 2 * p_b), -4.5, 4.5)
           pdf2 = lambda z: np.exp(-z ** 2) / (2 * math.pi)
-          acc += [a - z_a, b - z_b, p_a * (1 - p_a) / (n * pdf2(z_a)), p_b * (1 - p_b) / (n * pdf2(z_b))]
+          acc += [a - z_a, b - z_b, p_a * (1 - p_a) / (n * pdf2(z_a)), p_b * (1 - p_b) / (n * pdf2(z_b)), 0 * z_a]
         else:
           p_a, sq = _np_rates(ia, h, 'renormalize')
           p_b, _ = _np_rates(ib, h, 'renormalize')
@@ -341,10 +343,13 @@ def _np_grid(signal, noise, a, b, sigmas, hs, *, domain, wavelet, level, quirks,
           z_a, z_b = scipy.special.ndtri(p_a), scipy.special.ndtri(p_b)
           n_pool = len(noise) if pooling == 'rates' else 1
           var = lambda p, z: sig ** 2 * p * (1 - p) * sq / n_pool / scipy.stats.norm.pdf(z) ** 2
-          acc += [a - sig * z_a, b + sig * z_b, var(p_a, z_a), var(p_b, z_b)]
-      s_sub, s_sup, v_a, v_b = acc / len(trials)
-      den = v_a + v_b
-      s_dbl = np.where(den > 0, (s_sub * v_b + s_sup * v_a) / np.where(den > 0, den, 1), 0.5 * (s_sub + s_sup))
+          cov = sig ** 2 * p_a * p_b * sq / n_pool / (scipy.stats.norm.pdf(z_a) * scipy.stats.norm.pdf(z_b))
+          acc += [a - sig * z_a, b + sig * z_b, var(p_a, z_a), var(p_b, z_b), cov]
+      s_sub, s_sup, v_a, v_b, c = acc / len(trials)
+      c = c if weights == 'optimal' else 0 * c
+      den = v_a + v_b - 2 * c
+      s_dbl = np.where(den > 0, (s_sub * (v_b - c) + s_sup * (v_a - c)) / np.where(den > 0, den, 1),
+                       0.5 * (s_sub + s_sup))
       for k, est in enumerate([s_sub, s_sup, s_dbl]):
         out[k, i, j] = np.mean((inverse(est) - signal) ** 2)
   return out
@@ -374,6 +379,38 @@ def test_grid_search_equals_slow_numpy(domain, quirks, pooling, hs):
     np.testing.assert_allclose(got.amse[det], want[k], rtol=2e-3, atol=1e-6)
     i, j = np.unravel_index(np.argmin(want[k]), want[k].shape)
     assert got.best[det][:2] == (sigmas[i], hs[j])
+
+
+@pytest.mark.parametrize('pooling', ['estimates', 'rates'])
+def test_grid_search_optimal_weights_equals_slow_numpy(pooling):
+  n, trials = 64, 4
+  signal = 0.9 * np.sin(np.linspace(0, 3 * np.pi, n))
+  noise = np.random.default_rng(9).standard_normal((trials, n)).astype(np.float32)
+  sigmas, hs = np.array([0.8, 1.6]), np.array([2.0, 4.0])
+  got = th.grid_search(jnp.asarray(signal, jnp.float32), None, a=-1.0, b=1.2, sigmas=sigmas, bandwidths=hs,
+                       n_trials=trials, weights='optimal', pooling=pooling, noise=jnp.asarray(noise))
+  want = _np_grid(signal, noise.astype(np.float64), -1.0, 1.2, sigmas, hs, domain='data', wavelet=None, level=None,
+                  quirks=False, pooling=pooling, weights='optimal')
+  plain = _np_grid(signal, noise.astype(np.float64), -1.0, 1.2, sigmas, hs, domain='data', wavelet=None,
+                   level=None, quirks=False, pooling=pooling)
+  assert np.max(np.abs(want[2] - plain[2]) / plain[2]) > 1e-2      # the covariance changes the double detector
+  for k, det in enumerate(DETS):
+    np.testing.assert_allclose(got.amse[det], want[k], rtol=2e-3, atol=1e-6)
+
+
+def test_grid_search_same_draws_and_results_for_any_batching():
+  """noise=None draws chunk c from fold_in(key, c) however the trials are grouped internally, and h_batch
+  (bandwidths vectorised) only changes the schedule."""
+  n, trials, chunk = 32, 6, 2
+  signal = jnp.asarray(0.8 * np.sin(np.linspace(0, 2 * np.pi, n)), jnp.float32)
+  key = jax.random.PRNGKey(4)
+  noise = jnp.concatenate([jax.random.normal(jax.random.fold_in(key, c), (chunk, n)) for c in range(trials // chunk)])
+  kw = dict(a=-1.0, b=1.0, sigmas=[0.7, 1.4], bandwidths=[1.0, 2.0, 3.0], n_trials=trials, chunk_size=chunk)
+  for pooling in ('estimates', 'rates'):
+    by_key = th.grid_search(signal, key, pooling=pooling, **kw)
+    by_noise = th.grid_search(signal, None, pooling=pooling, noise=noise, h_batch=2, **kw)
+    for det in DETS:
+      np.testing.assert_allclose(by_key.amse[det], by_noise.amse[det], rtol=1e-5)
 
 
 def test_grid_search_2d_equals_slow_numpy():
