@@ -521,7 +521,11 @@ def _fft_rates(spec: jnp.ndarray, nonzero_sat: jnp.ndarray | None, full_sat: jnp
   nonzero_sat=None skips the exact empty/full windows (float64 rounding, ~1e-16, is left there).
   full_sat=None means the input is 0/1 (indicators): a window is full when all its entries are nonzero.
   """
-  rates = _inverse(spec * sm.spectrum, axes) * sm.scale
+  return _exact_windows_fix(_inverse(spec * sm.spectrum, axes) * sm.scale, nonzero_sat, full_sat, sm, axes)
+
+
+def _exact_windows_fix(rates, nonzero_sat, full_sat, sm: _Smoother, axes: tuple[_Axis, ...]):
+  """Exact 0 / all-ones rates where the window tables say so (see `_fft_rates`)."""
   if nonzero_sat is None:
     return rates
   n_nonzero = _window_counts(nonzero_sat, axes, sm.lo, sm.hi)
@@ -884,11 +888,13 @@ def _scored_rates(cfg: _Config, spec, nonzero_sat, full_sat, sm: _Smoother):
   Computed in a loop over the two detectors on purpose: XLA:CPU then keeps p and z in memory. Without the
   loop boundary it fuses the inverse normal into each consumer (every trial sum, every detector), computing it
   up to 4x (optimization_barrier does not prevent that: the CPU pipeline drops it before fusion)."""
+  smoothed = _inverse(spec * sm.spectrum, cfg.axes)   # one inverse FFT for both detectors (a bigger batch)
+
   def one(args):
-    k, sp, nz, fl = args
-    p = _clip_rates(_fft_rates(sp, nz, fl, sm, cfg.axes), cfg.quirks, cfg.p_clip)
+    k, conv, nz, fl = args
+    p = _clip_rates(_exact_windows_fix(conv * sm.scale, nz, fl, sm, cfg.axes), cfg.quirks, cfg.p_clip)
     return p, _score(p, k, cfg.quirks, cfg.v_clip, cfg.p_clip)
-  return jax.lax.map(one, (jnp.arange(2), spec, nonzero_sat, full_sat))
+  return jax.lax.map(one, (jnp.arange(2), smoothed, nonzero_sat, full_sat))
 
 
 def _estimates_all(cfg: _Config, p, z, sigmas, inv_n_eff, n_pooled):
