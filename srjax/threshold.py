@@ -48,13 +48,14 @@ standard-normal draws eps [n_trials, *shape] are common to all grid points and d
 numbers: x = s + sigma * eps), which makes the AMSE surface smooth in sigma and the argmin comparisons sharper.
 
 Cost. `grid_search` and `recover` smooth by FFT: an exact zero-padded linear convolution (section "FFT
-smoothing" below), float64 spectra, exact integer window counts for empty and full windows. The spectrum of a
-trial chunk's indicators does not depend on the bandwidth, so each chunk is transformed once and every
-bandwidth costs one inverse FFT: O(n log n) per (sigma, h, trial) instead of the O(n^2) of the dense [n, n]
-matmul that `kernel_matrix` / `kernel_rates` / `estimate` still use. What remains is dominated by the two
-Phi^{-1} per sample and grid point (~51M per domain for the 1D Table I grid, 50 x 50 x 10 x 1024, with
-pooling='estimates'). pooling='rates' smooths once per (sigma, h) and is the practical choice for 512x512
-images with 100 trials.
+smoothing" below) with float64 spectra, so the rates equal the dense [n, n] matmul's to float32 rounding. The
+spectrum of a trial chunk's indicators does not depend on the bandwidth, so each chunk is transformed once and
+every bandwidth costs one inverse FFT: O(n log n) per (sigma, h, trial) instead of O(n^2). (`kernel_matrix`,
+`kernel_rates` and the single-observation `estimate` keep the dense matmul.) For the 1D Table I grid (50 x 50 x
+10 x 1024, pooling='estimates') a bandwidth costs ~9 ms per domain on one CPU core: about half the float64
+inverse FFTs (2 x 500 of length 1536), the rest the two Phi^{-1} per sample (`_ndtri_fast`), the variances and
+the trial sums. pooling='rates' smooths once per (sigma, h) and is the practical choice for 512x512 images with
+100 trials; there counting the exceedances over the trials is a large part of the cost.
 """
 from __future__ import annotations
 
@@ -346,8 +347,9 @@ def kernel_rates(ind: jnp.ndarray, bandwidth: float, *, boundary: str = 'renorma
 # indicators does not depend on the bandwidth, so the grid search transforms each trial chunk once and pays
 # one inverse FFT per bandwidth: O(n log n) per (sigma, h, trial) instead of the O(n^2) of a dense matmul.
 # Windows that hold no exceedance (or only exceedances) get exactly 0 (the all-ones rate), from exact integer
-# window counts: float32 FFTs leave ~1e-7 there, which the reference's unclipped formulas would turn into a
-# variance (reference_quirks: a detector that saw nothing has variance 0).
+# window counts: the FFT leaves rounding there (~1e-17 in float64), which the reference's unclipped formulas
+# would turn into a variance (reference_quirks: a detector that saw nothing has variance 0). The correct model
+# clips the rates to [p_clip, 1 - p_clip], so it skips the counts (`_exact_windows`).
 
 
 def _fft64():
@@ -366,13 +368,14 @@ class _Axis(NamedTuple):
 
 
 class _Smoother(NamedTuple):
-  """Per-bandwidth FFT smoothing data (leading axis H when stacked over bandwidths)."""
+  """Per-bandwidth smoothing data (leading axis H when stacked over bandwidths)."""
   spectrum: jnp.ndarray   # [P//2 + 1] (1D) or [P_0, P_1//2 + 1] (2D); float64 for symmetric kernels, else complex
   scale: jnp.ndarray      # [*shape]: 1/row sum (renormalize) or 1/mass (zeros)
   full: jnp.ndarray       # [*shape]: the rate of a window full of ones (exactly 1 where no weight is lost)
   inv_n_eff: jnp.ndarray  # [*shape]: sum_j K_ij^2
   lo: jnp.ndarray         # int32 [axes]: smallest offset with a nonzero weight
   hi: jnp.ndarray         # int32 [axes]: largest one
+  taps: tuple             # per axis, float32 [2D + 1]: w(d) for d = -D..D (the banded path)
 
 
 def _fft_length(m: int) -> int:
@@ -388,16 +391,28 @@ def _fft_length(m: int) -> int:
     p += 2
 
 
-def _support_bound(h_max: float, shape: tuple[int, ...], quirks: bool, truncate: float | None) -> int:
-  """A static D >= every nonzero kernel offset for bandwidths <= h_max, rounded up to a power of two (fewer
-  compiled variants), at most max(shape) - 1."""
+def _support_bound(h_max: float, shape: tuple[int, ...], quirks: bool, truncate: float | None,
+                   exact: bool = False) -> int:
+  """A static D >= every nonzero kernel offset for bandwidths <= h_max (with a margin of 1 for float32
+  rounding), at most max(shape) - 1; rounded up to a power of two unless `exact` (fewer compiled variants)."""
   if quirks:
     half = int(math.floor(2.0 * h_max / _REFERENCE_STEP[len(shape)] + 1e-4)) // 2 + 1
   elif truncate is None:
     half = max(shape)
   else:
     half = int(math.floor(truncate * h_max)) + 1
-  return min(1 << max(0, half - 1).bit_length(), max(shape) - 1)
+  return min(half if exact else 1 << max(0, half - 1).bit_length(), max(shape) - 1)
+
+
+def _band_limit(ndim: int, n_shared: int) -> int:
+  """Largest kernel half-width D applied as shifted multiply-adds (float32) rather than by FFT, for a grid
+  whose bandwidths share each forward transform n_shared at a time.
+
+  Measured crossovers of whole grid searches on one core (pooling='estimates'): 1D n = 1024, 50 sigmas x 10
+  trials: D ~ 55 with 50 bandwidths per transform, ~ 80 with 5, ~ 100 with one (beyond ~100 taps per side
+  XLA's fused shift-adds get 5x slower); 2D 512x512, 10 sigmas: D ~ 27 with 5 bandwidths, ~ 40 with one.
+  """
+  return 48 if ndim == 1 else 16 + 24 // max(1, n_shared)
 
 
 def _axes(shape: tuple[int, ...], half: int) -> tuple[_Axis, ...]:
@@ -445,20 +460,58 @@ def _axis_kernel(ax: _Axis, h, boundary: str, truncate: float | None, reference_
     # w(d) = w(-d): the spectrum is real (its imaginary part is rounding), and a real factor halves the cost
     # of the per-bandwidth spectrum product.
     spectrum = spectrum.real
-  return spectrum, scale, full, sq * jnp.square(scale), lo, hi
+  return spectrum, scale, full, sq * jnp.square(scale), lo, hi, w
 
 
 def _smoother(axes: tuple[_Axis, ...], h, boundary: str, truncate: float | None,
               reference_step: float | None) -> _Smoother:
-  """Separable FFT smoothing data for bandwidth h (traced scalar) on the trailing len(axes) axes."""
+  """Separable smoothing data for bandwidth h (traced scalar) on the trailing len(axes) axes."""
   parts = [_axis_kernel(ax, h, boundary, truncate, reference_step, k == len(axes) - 1)
            for k, ax in enumerate(axes)]
   if len(parts) == 1:
-    spec, scale, full, inv_n_eff, lo, hi = parts[0]
-    return _Smoother(spec, scale, full, inv_n_eff, lo[None], hi[None])
-  (s0, c0, f0, q0, lo0, hi0), (s1, c1, f1, q1, lo1, hi1) = parts
+    spec, scale, full, inv_n_eff, lo, hi, w = parts[0]
+    return _Smoother(spec, scale, full, inv_n_eff, lo[None], hi[None], (w,))
+  (s0, c0, f0, q0, lo0, hi0, w0), (s1, c1, f1, q1, lo1, hi1, w1) = parts
   return _Smoother(s0[:, None] * s1[None, :], c0[:, None] * c1[None, :], f0[:, None] * f1[None, :],
-                   q0[:, None] * q1[None, :], jnp.stack([lo0, lo1]), jnp.stack([hi0, hi1]))
+                   q0[:, None] * q1[None, :], jnp.stack([lo0, lo1]), jnp.stack([hi0, hi1]), (w0, w1))
+
+
+def _band_conv(x: jnp.ndarray, w: jnp.ndarray, axis: int) -> jnp.ndarray:
+  """out[..., i, ...] = sum_{d=-D..D} w(d) x[..., i - d, ...] along `axis` (zero outside), w: [2D + 1]."""
+  D = (w.shape[0] - 1) // 2
+  n = x.shape[axis]
+  pad = [(0, 0)] * x.ndim
+  pad[axis] = (D, D)
+  xp = jnp.pad(x, pad)
+  out = None
+  for k in range(2 * D + 1):            # x[i - d] = xp[i + D - d], d = D - k
+    term = w[2 * D - k] * jax.lax.slice_in_dim(xp, k, k + n, axis=axis)
+    out = term if out is None else out + term
+  return out
+
+
+def _prepare_input(x: jnp.ndarray, axes: tuple[_Axis, ...], banded: bool) -> jnp.ndarray:
+  """The bandwidth-independent part of smoothing x [..., *shape]: its spectrum, or x itself (banded)."""
+  return x.astype(jnp.float32) if banded else _forward(x, axes)
+
+
+def _smooth(prepared: jnp.ndarray, sm: _Smoother, axes: tuple[_Axis, ...], banded: bool,
+            last_axis: bool = True) -> jnp.ndarray:
+  """Unnormalised kernel sums sum_j w(i - j) x_j, float32 [..., *shape] (times sm.scale: the rates).
+
+  last_axis=False leaves the banded path's last axis to `_smooth_last` (callers put a loop boundary between
+  the two: XLA:CPU would otherwise fuse the passes and recompute the first one (2D+1) times per output)."""
+  if not banded:
+    return _inverse(prepared * sm.spectrum, axes)
+  out = prepared
+  for k, w in enumerate(sm.taps[:-1]):
+    out = _band_conv(out, w, out.ndim - len(axes) + k)
+  return _smooth_last(out, sm, banded) if last_axis else out
+
+
+def _smooth_last(x: jnp.ndarray, sm: _Smoother, banded: bool) -> jnp.ndarray:
+  """The banded path's last-axis pass (identity for FFT)."""
+  return _band_conv(x, sm.taps[-1], x.ndim - 1) if banded else x
 
 
 def _forward(x: jnp.ndarray, axes: tuple[_Axis, ...]) -> jnp.ndarray:
@@ -514,18 +567,18 @@ def _window_sizes(axes: tuple[_Axis, ...], lo: jnp.ndarray, hi: jnp.ndarray) -> 
   return sizes[0] if len(sizes) == 1 else sizes[0][:, None] * sizes[1][None, :]
 
 
-def _fft_rates(spec: jnp.ndarray, nonzero_sat: jnp.ndarray | None, full_sat: jnp.ndarray | None,
-               sm: _Smoother, axes: tuple[_Axis, ...]) -> jnp.ndarray:
-  """Kernel rates [..., *shape] from the input's spectrum and window tables, for one bandwidth.
+def _rates(prepared: jnp.ndarray, nonzero_sat: jnp.ndarray | None, full_sat: jnp.ndarray | None,
+           sm: _Smoother, axes: tuple[_Axis, ...], banded: bool) -> jnp.ndarray:
+  """Kernel rates [..., *shape] from `_prepare_input` and window tables, for one bandwidth.
 
-  nonzero_sat=None skips the exact empty/full windows (float64 rounding, ~1e-16, is left there).
+  nonzero_sat=None skips the exact empty/full windows (float64 FFT rounding, ~1e-16, is left there).
   full_sat=None means the input is 0/1 (indicators): a window is full when all its entries are nonzero.
   """
-  return _exact_windows_fix(_inverse(spec * sm.spectrum, axes) * sm.scale, nonzero_sat, full_sat, sm, axes)
+  return _exact_windows_fix(_smooth(prepared, sm, axes, banded) * sm.scale, nonzero_sat, full_sat, sm, axes)
 
 
 def _exact_windows_fix(rates, nonzero_sat, full_sat, sm: _Smoother, axes: tuple[_Axis, ...]):
-  """Exact 0 / all-ones rates where the window tables say so (see `_fft_rates`)."""
+  """Exact 0 / all-ones rates where the window tables say so (see `_rates`)."""
   if nonzero_sat is None:
     return rates
   n_nonzero = _window_counts(nonzero_sat, axes, sm.lo, sm.hi)
@@ -837,6 +890,7 @@ class _Config:
   wavelet: bool
   h_batch: int
   axes: tuple[_Axis, ...]   # FFT geometry per signal axis (static kernel support bound and padded length)
+  banded: bool = False      # narrow kernels: shifted multiply-adds instead of FFT (`_band_limit`)
   h_group: int = 1          # bandwidths per pass over the trials (pooling='estimates'): bounds the running sums
   s_batch: int = 1          # sigmas vectorised together (pooling='rates'): bounds the FFT working set
   orthogonal: bool = True   # W is orthogonal: the AMSE is taken on the coefficients (no inverse per grid point)
@@ -888,10 +942,14 @@ def _scored_rates(cfg: _Config, spec, nonzero_sat, full_sat, sm: _Smoother):
   Computed in a loop over the two detectors on purpose: XLA:CPU then keeps p and z in memory. Without the
   loop boundary it fuses the inverse normal into each consumer (every trial sum, every detector), computing it
   up to 4x (optimization_barrier does not prevent that: the CPU pipeline drops it before fusion)."""
-  smoothed = _inverse(spec * sm.spectrum, cfg.axes)   # one inverse FFT for both detectors (a bigger batch)
+  # Both detectors at once (one bigger FFT batch). 2D banded: the last axis's pass runs inside the loop below,
+  # so that the first pass is materialised (see `_smooth`).
+  split = cfg.banded and len(cfg.axes) == 2
+  smoothed = _smooth(spec, sm, cfg.axes, cfg.banded, last_axis=not split)
 
   def one(args):
     k, conv, nz, fl = args
+    conv = _smooth_last(conv, sm, split)
     p = _clip_rates(_exact_windows_fix(conv * sm.scale, nz, fl, sm, cfg.axes), cfg.quirks, cfg.p_clip)
     return p, _score(p, k, cfg.quirks, cfg.v_clip, cfg.p_clip)
   return jax.lax.map(one, (jnp.arange(2), smoothed, nonzero_sat, full_sat))
@@ -946,9 +1004,10 @@ def _pooled_means(cfg: _Config, tables, sigmas, sm: _Smoother) -> _Est:
 
 def _pooled_tables(cfg: _Config, freqs):
   """Spectrum and window tables (nonzero, all trials exceeded) of the pooled frequencies [2, S, *shape]."""
+  prepared = _prepare_input(freqs, cfg.axes, cfg.banded)
   if not _exact_windows(cfg):
-    return _forward(freqs, cfg.axes), None, None
-  return _forward(freqs, cfg.axes), _window_table(freqs > 0, cfg.axes), _window_table(freqs >= 1, cfg.axes)
+    return prepared, None, None
+  return prepared, _window_table(freqs > 0, cfg.axes), _window_table(freqs >= 1, cfg.axes)
 
 
 def _sum_pair(x, y, axis: int):
@@ -969,7 +1028,7 @@ def _trial_means(cfg: _Config, coeffs, sigmas, sms: _Smoother, key, noise) -> _E
   def body(carry, c):
     x = coeffs + sig * _noise_chunk(cfg, key, noise, c)[None]          # [S, C, *shape]
     ind = jnp.stack([x < cfg.a, x > cfg.b])                             # [2, S, C, *shape]
-    spec = _forward(ind.astype(jnp.float32), cfg.axes)
+    spec = _prepare_input(ind.astype(jnp.float32), cfg.axes, cfg.banded)
     sat = _window_table(ind, cfg.axes) if _exact_windows(cfg) else None
 
     def per_h(sm):
@@ -1121,11 +1180,17 @@ def _prepare(signal, key, *, a, b, n_trials, domain, wavelet, level, reference_q
   per_h = (5 if weights == 'optimal' else 4) * n_sigma * numel * 4
   n_groups = -(-n_h // max(1, min(n_h, _SUMS_BUDGET_BYTES // per_h)))
   truncate = None if truncate is None else float(truncate)
+  # Static smoothing path (`_band_limit`): shifted multiply-adds over the exact support, or FFT.
+  h_group = -(-n_h // n_groups)
+  half = _support_bound(float(h_max), shape, bool(reference_quirks), truncate, exact=True)
+  banded = half <= _band_limit(len(shape), n_h if pooling == 'rates' else h_group)
+  if not banded:
+    half = _support_bound(float(h_max), shape, bool(reference_quirks), truncate)
   cfg = _Config(shape=shape, a=a, b=b, quirks=bool(reference_quirks), boundary=boundary, truncate=truncate,
                 weights=weights, pooling=pooling, p_clip=float(p_clip), v_clip=_v_clip(v_clip, len(shape)),
                 n_trials=int(n_trials), chunk=int(chunk_size), wavelet=domain == 'wavelet', h_batch=int(h_batch),
-                axes=_axes(shape, _support_bound(float(h_max), shape, bool(reference_quirks), truncate)),
-                h_group=-(-n_h // n_groups), s_batch=_largest_divisor(n_sigma, (1 << 21) // (2 * numel)),
+                axes=_axes(shape, half), banded=banded,
+                h_group=h_group, s_batch=_largest_divisor(n_sigma, (1 << 21) // (2 * numel)),
                 orthogonal=orthogonal)
   return cfg, signal, W, noise
 

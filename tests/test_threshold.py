@@ -195,11 +195,12 @@ def test_reference_kernel_matches_matlab_conv_same(h, step):
   np.testing.assert_allclose(np.asarray(K @ jnp.asarray(ind)), _np_reference_rates(ind, h, step), atol=1e-6)
 
 
-@functools.partial(jax.jit, static_argnames=('axes', 'boundary', 'truncate', 'step'))
-def _fft_rates_and_neff(x, h, *, axes, boundary, truncate, step):
-  sm = th._smoother(axes, h, boundary, truncate, step)  # pylint: disable=protected-access
-  spec, sat = th._forward(x, axes), th._window_table(x > 0, axes)  # pylint: disable=protected-access
-  return th._fft_rates(spec, sat, None, sm, axes), sm.inv_n_eff  # pylint: disable=protected-access
+@functools.partial(jax.jit, static_argnames=('axes', 'boundary', 'truncate', 'step', 'banded'))
+def _fast_rates_and_neff(x, h, *, axes, boundary, truncate, step, banded):
+  # pylint: disable=protected-access
+  sm = th._smoother(axes, h, boundary, truncate, step)
+  prepared, sat = th._prepare_input(x, axes, banded), th._window_table(x > 0, axes)
+  return th._rates(prepared, sat, None, sm, axes, banded), sm.inv_n_eff
 
 
 # (shape, bandwidth, boundary, truncate, reference step): Gaussian cut at 4 sd, uncut, wider than the signal,
@@ -208,18 +209,20 @@ def _fft_rates_and_neff(x, h, *, axes, boundary, truncate, step):
     ((50,), 2.5, 'renormalize', 4.0, None), ((50,), 2.5, 'zeros', 4.0, None), ((50,), 3.0, 'renormalize', None, None),
     ((50,), 30.0, 'zeros', 4.0, None), ((50,), 0.137, 'zeros', None, 0.01), ((50,), 0.6, 'zeros', None, 0.01),
     ((12, 20), 1.5, 'renormalize', 4.0, None), ((12, 20), 2.0, 'zeros', None, 1.0)])
-def test_fft_smoothing_equals_dense_kernel_matrix(shape, h, boundary, truncate, step):
-  """The grid search's FFT smoothing == the dense kernel matrices (float64 NumPy), with exact zeros where a
-  window holds no exceedance and exact ones where it is full (renormalize, or zeros away from the ends)."""
+@pytest.mark.parametrize('banded', [False, True])
+def test_fast_smoothing_equals_dense_kernel_matrix(shape, h, boundary, truncate, step, banded):
+  """The grid search's smoothing (FFT, or shifted multiply-adds) == the dense kernel matrices (float64 NumPy),
+  with exact zeros where a window holds no exceedance and exact ones where it is full (renormalize, or zeros
+  away from the ends)."""
   rng = np.random.default_rng(8)
   x = (rng.random((3,) + shape) < 0.04).astype(np.float32)       # sparse: many empty windows
   x[2] = 0.0
   x[2, ..., 5:40] = 1.0                                           # full windows
-  half = th._support_bound(h, shape, step is not None, truncate)  # pylint: disable=protected-access
+  half = th._support_bound(h, shape, step is not None, truncate, exact=banded)  # pylint: disable=protected-access
   axes = th._axes(shape, half)  # pylint: disable=protected-access
   with th._fft64():  # pylint: disable=protected-access
-    got, inv_n_eff = _fft_rates_and_neff(jnp.asarray(x), jnp.float32(h), axes=axes, boundary=boundary,
-                                         truncate=truncate, step=step)
+    got, inv_n_eff = _fast_rates_and_neff(jnp.asarray(x), jnp.float32(h), axes=axes, boundary=boundary,
+                                          truncate=truncate, step=step, banded=banded)
   got = np.asarray(got)
   chex.assert_shape(got, x.shape)
   mats = [np.asarray(th.kernel_matrix(n, h, boundary=boundary, truncate=truncate, reference_step=step),
@@ -355,19 +358,32 @@ def _np_grid(signal, noise, a, b, sigmas, hs, *, domain, wavelet, level, quirks,
   return out
 
 
-# Small and large kernels (the largest sets the FFT padding), the reference kernel narrow and wide.
-@pytest.mark.parametrize('domain,quirks,pooling,hs', [
-    ('data', False, 'estimates', (0.8, 2.0)),
-    ('wavelet', False, 'estimates', (1.5, 3.0)),
-    ('data', True, 'estimates', (0.05, 0.06)),
-    ('data', True, 'estimates', (0.05, 0.3)),
-    ('wavelet', False, 'rates', (1.5, 2.0))])
-def test_grid_search_equals_slow_numpy(domain, quirks, pooling, hs):
+def _smoothing_path(signal, hs, quirks, pooling='estimates'):
+  """'band' or 'fft': the static smoothing path grid_search picks for this grid."""
+  cfg = th._prepare(jnp.asarray(signal, jnp.float32), jax.random.PRNGKey(0), a=-1.0, b=1.0, n_trials=1,  # pylint: disable=protected-access
+                    domain='data', wavelet=None, level=None, reference_quirks=quirks, boundary=None,
+                    weights='variance', pooling=pooling, truncate=4.0, p_clip=1e-6, v_clip=None, chunk_size=None,
+                    noise=None, n_sigma=1, h_batch=1, h_max=float(np.max(hs)), n_h=len(hs))[0]
+  return 'band' if cfg.banded else 'fft'
+
+
+# Small and large kernels (the largest picks the path and the FFT padding), the reference kernel narrow and wide.
+@pytest.mark.parametrize('domain,quirks,pooling,hs,path', [
+    ('data', False, 'estimates', (0.8, 2.0), 'band'),
+    ('wavelet', False, 'estimates', (1.5, 3.0), 'band'),
+    ('data', False, 'estimates', (2.0, 12.0), 'fft'),
+    ('wavelet', False, 'estimates', (3.0, 14.0), 'fft'),
+    ('data', True, 'estimates', (0.05, 0.06), 'band'),
+    ('data', True, 'estimates', (0.05, 0.6), 'fft'),
+    ('wavelet', False, 'rates', (1.5, 2.0), 'band'),
+    ('wavelet', True, 'rates', (0.1, 0.5), 'fft')])
+def test_grid_search_equals_slow_numpy(domain, quirks, pooling, hs, path):
   n, trials = 64, 4
   signal = 0.9 * np.sin(np.linspace(0, 3 * np.pi, n))
   noise = np.random.default_rng(5).standard_normal((trials, n)).astype(np.float32)
   sigmas = np.array([0.6, 1.1, 1.9])
   hs = np.array(hs)
+  assert _smoothing_path(signal, hs, quirks, pooling) == path
   got = th.grid_search(jnp.asarray(signal, jnp.float32), jax.random.PRNGKey(0), a=-1.0, b=1.2, sigmas=sigmas,
                        bandwidths=hs, n_trials=trials, domain=domain, wavelet='db4', level=2,
                        reference_quirks=quirks, pooling=pooling, chunk_size=2, noise=jnp.asarray(noise))
@@ -413,16 +429,18 @@ def test_grid_search_same_draws_and_results_for_any_batching():
       np.testing.assert_allclose(by_key.amse[det], by_noise.amse[det], rtol=1e-5)
 
 
-def test_grid_search_2d_equals_slow_numpy():
-  shape, trials = (8, 16), 2
+@pytest.mark.parametrize('shape,h,path', [((8, 16), 1.0, 'band'), ((8, 64), 12.0, 'fft')])
+def test_grid_search_2d_equals_slow_numpy(shape, h, path):
+  trials = 2
   yy, xx = np.meshgrid(np.linspace(0, 2 * np.pi, shape[0]), np.linspace(0, 2 * np.pi, shape[1]), indexing='ij')
   signal = np.sin(xx) * np.cos(yy)
   noise = np.random.default_rng(6).standard_normal((trials,) + shape)
-  sigmas, hs = np.array([0.8, 1.5]), np.array([1.0])
+  sigmas, hs = np.array([0.8, 1.5]), np.array([h])
+  assert _smoothing_path(signal, hs, False) == path
   got = th.grid_search(jnp.asarray(signal, jnp.float32), jax.random.PRNGKey(0), a=-1.5, b=1.5, sigmas=sigmas,
                        bandwidths=hs, n_trials=trials, domain='wavelet', wavelet='haar', level=1,
                        noise=jnp.asarray(noise, jnp.float32))
-  Wr, Wc = wv.dwt_matrix(8, 'haar', 1), wv.dwt_matrix(16, 'haar', 1)
+  Wr, Wc = wv.dwt_matrix(shape[0], 'haar', 1), wv.dwt_matrix(shape[1], 'haar', 1)
   d = Wr @ signal @ Wc.T
   want = np.zeros((3, 2))
   for i, sig in enumerate(sigmas):
@@ -430,10 +448,11 @@ def test_grid_search_2d_equals_slow_numpy():
     for e in noise:
       rates = []
       for ind in ((d + sig * e < -1.5), (d + sig * e > 1.5)):
-        r, sq_r = _np_rates(ind.astype(float), 1.0, 'renormalize')
-        rc, sq_c = _np_rates(r.T, 1.0, 'renormalize')
+        r, sq_r = _np_rates(ind.astype(float), h, 'renormalize')
+        rc, sq_c = _np_rates(r.T, h, 'renormalize')
         rates.append(np.clip(rc.T, 1e-6, 1 - 1e-6))
-      sq = np.outer(_np_rates(np.zeros(8), 1.0, 'renormalize')[1], _np_rates(np.zeros(16), 1.0, 'renormalize')[1])
+      sq = np.outer(_np_rates(np.zeros(shape[0]), h, 'renormalize')[1],
+                    _np_rates(np.zeros(shape[1]), h, 'renormalize')[1])
       z_a, z_b = scipy.special.ndtri(rates[0]), scipy.special.ndtri(rates[1])
       var = lambda p, z: sig ** 2 * p * (1 - p) * sq / scipy.stats.norm.pdf(z) ** 2
       acc += [-1.5 - sig * z_a, 1.5 + sig * z_b, var(rates[0], z_a), var(rates[1], z_b)]
