@@ -50,12 +50,14 @@ numbers: x = s + sigma * eps), which makes the AMSE surface smooth in sigma and 
 Cost. `grid_search` and `recover` smooth by FFT: an exact zero-padded linear convolution (section "FFT
 smoothing" below) with float64 spectra, so the rates equal the dense [n, n] matmul's to float32 rounding. The
 spectrum of a trial chunk's indicators does not depend on the bandwidth, so each chunk is transformed once and
-every bandwidth costs one inverse FFT: O(n log n) per (sigma, h, trial) instead of O(n^2). (`kernel_matrix`,
-`kernel_rates` and the single-observation `estimate` keep the dense matmul.) For the 1D Table I grid (50 x 50 x
-10 x 1024, pooling='estimates') a bandwidth costs ~9 ms per domain on one CPU core: about half the float64
-inverse FFTs (2 x 500 of length 1536), the rest the two Phi^{-1} per sample (`_ndtri_fast`), the variances and
-the trial sums. pooling='rates' smooths once per (sigma, h) and is the practical choice for 512x512 images with
-100 trials; there counting the exceedances over the trials is a large part of the cost.
+every bandwidth costs one inverse FFT: O(n log n) per (sigma, h, trial) instead of O(n^2). Grids whose kernels
+are all narrow (`_band_limit`: half-width <= 48 samples in 1D, ~16-40 pixels in 2D) use float32 shifted
+multiply-adds instead, O(half-width) per sample. (`kernel_matrix`, `kernel_rates` and the single-observation
+`estimate` keep the dense matmul.) For the 1D Table I grid (50 x 50 x 10 x 1024, pooling='estimates') a
+bandwidth costs ~9 ms per domain on one CPU core: about half the float64 inverse FFTs (1000 of length 1536),
+the rest the two Phi^{-1} per sample (`_ndtri_fast`), the variances and the trial sums. pooling='rates' smooths
+once per (sigma, h) and is the practical choice for 512x512 images with 100 trials; there counting the
+exceedances over the trials is a large part of the cost.
 """
 from __future__ import annotations
 
@@ -925,7 +927,7 @@ def _map(f, xs, batch: int):
 
 
 def _smoother_for(cfg: _Config, h) -> _Smoother:
-  """FFT smoothing data for one bandwidth h (traced scalar)."""
+  """Smoothing data for one bandwidth h (traced scalar)."""
   step = _REFERENCE_STEP[len(cfg.shape)] if cfg.quirks else None
   return _smoother(cfg.axes, h, cfg.boundary, cfg.truncate, step)
 
@@ -974,8 +976,7 @@ def _pooled_rates(cfg: _Config, coeffs, sigmas, key, noise):
   step instead of once per chunk (memory-bound otherwise: 3x slower for 256x256 images, measured)."""
   sig = sigmas.reshape((-1, 1) + (1,) * len(cfg.shape))
   n_chunks = cfg.n_trials // cfg.chunk
-  per_step = max(g for g in range(1, n_chunks + 1) if n_chunks % g == 0 and g * cfg.chunk <= max(_POOL_TRIALS,
-                                                                                                 cfg.chunk))
+  per_step = _largest_divisor(n_chunks, max(1, _POOL_TRIALS // cfg.chunk))             # chunks per scan step
 
   def body(carry, step):
     chunks = step * per_step + jnp.arange(per_step)
@@ -1003,7 +1004,7 @@ def _pooled_means(cfg: _Config, tables, sigmas, sm: _Smoother) -> _Est:
 
 
 def _pooled_tables(cfg: _Config, freqs):
-  """Spectrum and window tables (nonzero, all trials exceeded) of the pooled frequencies [2, S, *shape]."""
+  """`_prepare_input` and window tables (nonzero, all trials exceeded) of the pooled frequencies [2, S, *shape]."""
   prepared = _prepare_input(freqs, cfg.axes, cfg.banded)
   if not _exact_windows(cfg):
     return prepared, None, None

@@ -14,6 +14,10 @@ Two configurations, each timed for srjax and for the NumPy port in the same run:
 * `quirks`: `reference_quirks=True` (the reference's kernel: taps -h:0.01:h = 21..201 taps, zero padding,
   sigma-free clipped formulas).
 
+srjax (`grid_search`): one compiled call per domain; each trial chunk's indicators are FFT-transformed once and
+every bandwidth costs one float64 inverse FFT plus the estimators (this grid's kernels are too wide for the
+banded path), see srjax/threshold.py. On these 2-core machines XLA runs it mostly on one core.
+
 The NumPy port loops over (sigma, h, trial) like the MATLAB demo: indicators, two np.convolve calls, the
 estimators with scipy.special, running sums; per grid point the double combination, pywt.waverec in the wavelet
 domain, and the three AMSEs. It uses the same standard-normal draws as srjax (srjax shares them over the grid),
