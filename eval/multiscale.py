@@ -4,9 +4,9 @@
                               [--no-figures] [--fresh] [--size 512] [--n-trials 100] [--n-sigma 24]
 
 Cost (2 CPU cores): the default run computes every Table I and Table II row twice (48 grid searches), with
-srjax's correct estimators and with `reference_quirks=True`: 69 s of CPU time (all threads), 141 s wall when
-measured on a 2-core machine shared with other jobs (load average ~7). It then draws the figures, the Fig. 9
-level sweep included (~100 s wall on that machine). `--quick` runs everything on tiny grids (one bandwidth, 10 trials) in
+srjax's correct estimators and with `reference_quirks=True`: about 40 s wall at the default 256^2 image size
+and 56 s with `--size 512` (measured with the FFT smoothing path, load average ~3.5). It then draws the figures,
+the Fig. 9 level sweep included (about 1.5 min more). `--quick` runs everything on tiny grids (one bandwidth, 10 trials) in
 ~20-30 s, mostly XLA compile time, and draws the recovered-signal figures for the first mode only (the test).
 
 What it does
