@@ -4,7 +4,7 @@
 """
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Callable, Iterator
 
 import jax
 import jax.numpy as jnp
@@ -41,6 +41,16 @@ def eval_batches(dataset: srdata.Dataset, batch_size: int, process_index: int,
     yield {'image': dataset.images[idx][part], 'label': dataset.labels[idx][part], 'mask': mask[part]}
 
 
+def labelled_batches(dataset: srdata.Dataset, config: ml_collections.ConfigDict
+                     ) -> Callable[[int, int, int], loop.Batch]:
+  """The loop's `train_batch`: (step, process_index, process_count) -> this process's {'image', 'label'} shard."""
+  def train_batch(step: int, process_index: int, process_count: int) -> loop.Batch:
+    idx = batch_indices(step, config.batch_size, len(dataset), seed=config.seed,
+                        process_index=process_index, process_count=process_count)
+    return {'image': dataset.images[idx], 'label': dataset.labels[idx]}
+  return train_batch
+
+
 def masked_metrics(logits: jax.Array, labels: jax.Array, mask: jax.Array) -> dict[str, jax.Array]:
   """Mean cross-entropy and accuracy over the examples with mask 1, plus their count as the batch 'weight'.
 
@@ -73,12 +83,7 @@ def build_task(config: ml_collections.ConfigDict) -> loop.Task:
     del model_state
     return masked_metrics(model.apply({'params': params}, batch['image']), batch['label'], batch['mask'])
 
-  def train_batch(step, process_index, process_count):
-    idx = batch_indices(step, config.batch_size, len(train_set), seed=config.seed,
-                        process_index=process_index, process_count=process_count)
-    return {'image': train_set.images[idx], 'label': train_set.labels[idx]}
-
-  return loop.Task(init=init, loss=loss, train_batch=train_batch,
+  return loop.Task(init=init, loss=loss, train_batch=labelled_batches(train_set, config),
                    optimizer=make_optimizer(config.optim, config.num_steps), evaluate=evaluate,
                    eval_batches=lambda pi, pc: eval_batches(test_set, config.eval_batch_size, pi, pc))
 

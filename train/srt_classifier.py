@@ -16,10 +16,9 @@ import ml_collections
 import optax
 
 from srjax import data as srdata
-from srjax.data.batches import batch_indices
 from srjax.models import resnet, vit
 from train import cli, loop
-from train.classifier import eval_batches, load_data, masked_metrics
+from train.classifier import eval_batches, labelled_batches, load_data, masked_metrics
 from train.optim import make_optimizer
 
 MODELS = ('vit', 'resnet')
@@ -104,12 +103,7 @@ def build_task(config: ml_collections.ConfigDict) -> loop.Task:
     logits, _ = logits_fn(params, model_state, batch['image'], False)
     return masked_metrics(logits, batch['label'], batch['mask'])
 
-  def train_batch(step, process_index, process_count):
-    idx = batch_indices(step, config.batch_size, len(train_set), seed=config.seed,
-                        process_index=process_index, process_count=process_count)
-    return {'image': train_set.images[idx], 'label': train_set.labels[idx]}
-
-  return loop.Task(init=init, loss=loss, train_batch=train_batch,
+  return loop.Task(init=init, loss=loss, train_batch=labelled_batches(train_set, config),
                    optimizer=make_optimizer(config.optim, config.num_steps), evaluate=evaluate,
                    eval_batches=lambda pi, pc: eval_batches(test_set, config.eval_batch_size, pi, pc))
 
