@@ -31,7 +31,6 @@ classifier head on a (possibly SRT-ensembled) stride-32 map is :func:`head_fn` (
 """
 from __future__ import annotations
 
-import dataclasses
 import importlib.util
 import os
 from typing import Any, Mapping
@@ -42,10 +41,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from srjax.models import torch_pickle
+from srjax.models.apply_fn import ModuleApply
 
 __all__ = ['EfficientNetLite0', 'DepthwiseConv', 'STAGES', 'ENDPOINTS', 'normalize', 'preprocess', 'features', 'head_fn',
-           'classify_fn', 'from_torch_state_dict', 'pretrained_path', 'load_pretrained', 'LiteFeatures', 'LiteHead',
-           'LiteClassifier']
+           'classify_fn', 'from_torch_state_dict', 'pretrained_path', 'load_pretrained']
 
 # (num_blocks, kernel, stride, expand_ratio, out_channels) per stage.
 STAGES: tuple[tuple[int, int, int, int, int], ...] = (
@@ -203,35 +202,7 @@ def preprocess(images01: jax.Array, size: int = 224) -> jax.Array:
   return normalize(x)
 
 
-@dataclasses.dataclass(frozen=True)
-class LiteFeatures:
-  """Hashable ``apply_fn(variables, x) -> [B, H/stride, W/stride, C]`` (equal instances share jit caches)."""
-  model: EfficientNetLite0
-  stride: int = 32
-
-  def __call__(self, variables: Any, x: jax.Array) -> jax.Array:
-    return self.model.apply(variables, x, self.stride, method=EfficientNetLite0.backbone)
-
-
-@dataclasses.dataclass(frozen=True)
-class LiteHead:
-  """Hashable ``apply_fn(variables, f) -> [B, num_classes]`` on a stride-32 map [B, h, w, 1280]."""
-  model: EfficientNetLite0
-
-  def __call__(self, variables: Any, f: jax.Array) -> jax.Array:
-    return self.model.apply(variables, f, method=EfficientNetLite0.head)
-
-
-@dataclasses.dataclass(frozen=True)
-class LiteClassifier:
-  """Hashable ``apply_fn(variables, x) -> [B, num_classes]`` from normalised images."""
-  model: EfficientNetLite0
-
-  def __call__(self, variables: Any, x: jax.Array) -> jax.Array:
-    return self.model.apply(variables, x)
-
-
-def features(model: EfficientNetLite0, stride: int = 32) -> LiteFeatures:
+def features(model: EfficientNetLite0, stride: int = 32) -> ModuleApply:
   """An ``apply_fn(variables, x) -> [B, H/stride, W/stride, C]`` feature extractor for SRT.
 
   Args:
@@ -243,17 +214,17 @@ def features(model: EfficientNetLite0, stride: int = 32) -> LiteFeatures:
   """
   if stride not in ENDPOINTS:
     raise ValueError(f'stride must be one of {sorted(ENDPOINTS)}, got {stride!r}')
-  return LiteFeatures(model, stride)
+  return ModuleApply(model, 'backbone', (stride,))
 
 
-def head_fn(model: EfficientNetLite0) -> LiteHead:
+def head_fn(model: EfficientNetLite0) -> ModuleApply:
   """``apply_fn(variables, f)``: logits [B, num_classes] from a stride-32 map f [B, h, w, 1280] (Appendix A)."""
-  return LiteHead(model)
+  return ModuleApply(model, 'head')
 
 
-def classify_fn(model: EfficientNetLite0) -> LiteClassifier:
+def classify_fn(model: EfficientNetLite0) -> ModuleApply:
   """``apply_fn(variables, x)``: logits [B, num_classes] from normalised images."""
-  return LiteClassifier(model)
+  return ModuleApply(model)
 
 
 def _conv(w: np.ndarray) -> dict:

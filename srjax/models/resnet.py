@@ -22,15 +22,15 @@ that maps a last-stage map to logits, so ``head(srt(features(last)))`` is SRT cl
 """
 from __future__ import annotations
 
-import dataclasses
-from typing import Any, Sequence
+from typing import Sequence
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
+from srjax.models.apply_fn import ModuleApply
+
 __all__ = ['ResNet', 'BasicBlock', 'cifar_resnet', 'resnet20', 'resnet32', 'resnet56', 'resnet18', 'features',
-           'head_fn', 'classify_fn', 'feature_stride', 'ResNetFeatures', 'ResNetHead', 'ResNetClassifier']
+           'head_fn', 'classify_fn', 'feature_stride']
 
 _NORMS = ('batch', 'group')
 _STEMS = ('cifar', 'imagenet')
@@ -177,38 +177,7 @@ def feature_stride(model: ResNet, stage: int = -1) -> int:
   return 2 ** (stage % n) * (4 if model.stem == 'imagenet' else 1)
 
 
-@dataclasses.dataclass(frozen=True)
-class ResNetFeatures:
-  """Hashable ``apply_fn(variables, x) -> [B, h, w, C]``: the inference-mode map after ``stage``.
-
-  Equal instances hash equal, so ``srjax.srt``'s jit cache is shared across calls (see :func:`features`).
-  """
-  model: ResNet
-  stage: int = -1
-
-  def __call__(self, variables: Any, x: jax.Array) -> jax.Array:
-    return self.model.apply(variables, x, self.stage, method=ResNet.backbone)
-
-
-@dataclasses.dataclass(frozen=True)
-class ResNetHead:
-  """Hashable ``apply_fn(variables, f) -> [B, num_classes]``: average pool + dense on a last-stage map."""
-  model: ResNet
-
-  def __call__(self, variables: Any, f: jax.Array) -> jax.Array:
-    return self.model.apply(variables, f, method=ResNet.head)
-
-
-@dataclasses.dataclass(frozen=True)
-class ResNetClassifier:
-  """Hashable ``apply_fn(variables, x) -> [B, num_classes]`` in inference mode."""
-  model: ResNet
-
-  def __call__(self, variables: Any, x: jax.Array) -> jax.Array:
-    return self.model.apply(variables, x)
-
-
-def features(model: ResNet, stage: int = -1) -> ResNetFeatures:
+def features(model: ResNet, stage: int = -1) -> ModuleApply:
   """``apply_fn(variables, x) -> [B, h, w, C]``: the inference-mode map after ``stage`` (for ``srjax.srt``).
 
   Args:
@@ -224,14 +193,14 @@ def features(model: ResNet, stage: int = -1) -> ResNetFeatures:
   n = len(model.stage_sizes)
   if isinstance(stage, bool) or not isinstance(stage, int) or not -n <= stage < n:
     raise ValueError(f'stage must be an int in [{-n}, {n - 1}], got {stage!r}')
-  return ResNetFeatures(model, stage % n)
+  return ModuleApply(model, 'backbone', (stage % n,))
 
 
-def head_fn(model: ResNet) -> ResNetHead:
+def head_fn(model: ResNet) -> ModuleApply:
   """``apply_fn(variables, f) -> [B, num_classes]``: average pool + dense on a last-stage map f [B, h, w, C]."""
-  return ResNetHead(model)
+  return ModuleApply(model, 'head')
 
 
-def classify_fn(model: ResNet) -> ResNetClassifier:
+def classify_fn(model: ResNet) -> ModuleApply:
   """``apply_fn(variables, x) -> [B, num_classes]`` in inference mode."""
-  return ResNetClassifier(model)
+  return ModuleApply(model)
