@@ -25,7 +25,7 @@ def test_embedded_splits_are_disjoint_balanced_and_deterministic(source, shape):
 
 
 def test_unknown_source_and_split():
-  with pytest.raises(ValueError, match='data source'):
+  with pytest.raises(ValueError, match='source'):
     data.load('imagenet')
   with pytest.raises(ValueError, match='split'):
     data.load('digits', 'validation')

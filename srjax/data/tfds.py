@@ -10,7 +10,7 @@ import os
 
 import numpy as np
 
-from srjax.data.split import Dataset
+from srjax.data.dataset import Dataset
 
 PREPARE_HINT = (
     'Prepare it on a machine with network access, in array_record format, then copy the folder:\n'
