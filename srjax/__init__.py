@@ -3,6 +3,8 @@
 The public API. Each submodule is one concept; see `DESIGN.md` for the map.
 """
 from srjax import data
+from srjax import inject
+from srjax import noise
 from srjax import models
 from srjax import signals
 from srjax import threshold
