@@ -168,6 +168,7 @@ def apply(model: Any, variables: Any, x: jax.Array, *args: Any, noise: Noise, rn
   _check_model(model)
   if not isinstance(noise, Noise):
     checks.fail('noise', noise, 'a srjax.inject.Noise', error=TypeError)
+  resolve_layer(model, noise.layer)
   if not noise.active:
     return model.apply(variables, x, *args, method=method, **kwargs)
   if noise.kind in ('gaussian', 'salt_and_pepper') and rng is None:
