@@ -512,7 +512,7 @@ def test_errors():
     th.recover(s, key, **{**common, 'bandwidth': -1.0})
   with pytest.raises(ValueError, match='sigmas: got -2.0; accepted: finite'):
     th.grid_search(s, key, a=-1.0, b=1.0, sigmas=[1.0, -2.0], bandwidths=[1.0], n_trials=2)
-  with pytest.raises(ValueError, match='divisible by 2\\*\\*level'):
+  with pytest.raises(ValueError, match='n: got 48; accepted: a multiple of 2\\*\\*level'):
     th.recover(jnp.zeros(48), key, **common, domain='wavelet', wavelet='haar', level=5)
   with pytest.raises(ValueError, match='pywt.wavelist'):
     th.recover(s, key, **common, domain='wavelet', wavelet='nope')
