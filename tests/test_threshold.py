@@ -1,6 +1,7 @@
 """Tests for srjax.threshold against closed forms, numerical derivatives, CLT bounds and slow NumPy references."""
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 
@@ -492,6 +493,72 @@ def test_recover_agrees_with_grid_search():
     est = th.recover(signal, None, a=-1.0, b=1.2, sigma=1.1, bandwidth=3.0, n_trials=trials, detector=det,
                      noise=noise)
     np.testing.assert_allclose(float(th.amse(signal, est)), grid.amse[det][0, 0], rtol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Estimator models as values, the settings record, the prepared grid program
+# ------------------------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class _ScaledByTwo(th.SigmaScaled):
+  """A third model, written as a subclass only: SigmaScaled with the noise scale doubled in the estimates."""
+
+  def sub_sup(self, z_a, z_b, *, a, b, sigma):
+    return super().sub_sup(z_a, z_b, a=a, b=b, sigma=2.0 * sigma)
+
+
+def test_models_are_values_and_reference_quirks_is_a_shorthand():
+  n, trials = 64, 4
+  signal = jnp.asarray(0.9 * np.sin(np.linspace(0, 3 * np.pi, n)), jnp.float32)
+  noise = jax.random.normal(jax.random.PRNGKey(2), (trials, n))
+  kw = dict(a=-1.0, b=1.2, sigmas=[0.7, 1.4], bandwidths=[2.0, 5.0], n_trials=trials, noise=noise)
+  # The default model is SigmaScaled(p_clip): passing it explicitly (with another clip) equals passing p_clip.
+  by_clip = th.grid_search(signal, None, p_clip=1e-3, **kw)
+  by_model = th.grid_search(signal, None, model=th.SigmaScaled(p_clip=1e-3), **kw)
+  default = th.grid_search(signal, None, **kw)
+  # The sigma-free model on srjax's Gaussian kernel (a combination the flag alone cannot express) differs from
+  # the default, and a subclass changes exactly its one formula: doubling sigma in the estimates = sigma 2x.
+  free = th.grid_search(signal, None, model=th.SigmaFree(), **kw)
+  doubled = th.recover(signal, None, sigma=0.7, bandwidth=2.0, detector='sub', n_trials=trials, noise=noise,
+                       a=-1.0, b=1.2, model=_ScaledByTwo())
+  plain = th.recover(signal, None, sigma=0.7, bandwidth=2.0, detector='sub', n_trials=trials, noise=noise,
+                     a=-1.0, b=1.2)
+  for det in DETS:
+    np.testing.assert_array_equal(by_clip.amse[det], by_model.amse[det])
+    assert np.max(np.abs(by_clip.amse[det] - default.amse[det])) > 0
+    assert np.max(np.abs(free.amse[det] - default.amse[det])) > 1e-3
+  # s_sub = a - sigma z: with 2 sigma, (a - s_sub) doubles.
+  np.testing.assert_allclose(np.asarray(-1.0 - doubled), 2 * np.asarray(-1.0 - plain), rtol=1e-5, atol=1e-5)
+  s = th.Settings(a=-1.0, b=1.0, n_trials=2, reference_quirks=True)
+  assert s.model == th.SigmaFree() and s.boundary == 'zeros' and s.reference_step(1) == 0.01
+  assert th.Settings(a=-1.0, b=1.0, n_trials=2).model == th.SigmaScaled(1e-6)
+  assert th.SigmaFree().for_ndim(2) == th.SigmaFree(6.0)
+
+
+def test_grid_program_lowers_and_equals_grid_search():
+  n, trials = 32, 2
+  signal = jnp.asarray(0.8 * np.sin(np.linspace(0, 2 * np.pi, n)), jnp.float32)
+  kw = dict(a=-1.0, b=1.0, sigmas=[0.7, 1.4], bandwidths=[1.0, 3.0], n_trials=trials)
+  program = th.grid_program(signal, jax.random.PRNGKey(1), **kw)
+  compiled = program.lower().compile()
+  got = np.asarray(program(compiled))
+  chex.assert_shape(got, (3, 2, 2))
+  res = th.grid_search(signal, jax.random.PRNGKey(1), **kw)
+  for k, det in enumerate(DETS):
+    np.testing.assert_allclose(got[k], res.amse[det], rtol=1e-6)
+
+
+def test_settings_errors():
+  with pytest.raises(TypeError, match='unexpected keyword'):
+    th.Settings(a=-1.0, b=1.0, n_trials=2, bandwith=3.0)
+  with pytest.raises(ValueError, match='model: got SigmaScaled'):
+    th.Settings(a=-1.0, b=1.0, n_trials=2, reference_quirks=True, model=th.SigmaScaled())
+  with pytest.raises(TypeError, match='model: got'):
+    th.Settings(a=-1.0, b=1.0, n_trials=2, model='sigma-free')
+  with pytest.raises(ValueError, match='p_clip: got 0.0; accepted: a number in \\(0.0, 0.5\\)'):
+    th.SigmaScaled(p_clip=0.0)
+  with pytest.raises(ValueError, match='n_trials: got 0; accepted: an integer'):
+    th.Settings(a=-1.0, b=1.0, n_trials=0)
 
 
 # ------------------------------------------------------------------------------------------------------------

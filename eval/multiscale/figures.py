@@ -12,7 +12,8 @@ import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-imp
 import numpy as np  # pylint: disable=wrong-import-position
 
 from eval import scaffold  # pylint: disable=wrong-import-position
-from eval.multiscale.experiment import DETECTORS, DOMAINS, IMAGES, Settings, get_row, recover_at, signal_for  # pylint: disable=wrong-import-position
+from eval.multiscale.experiment import DETECTORS, DOMAINS, IMAGES, Settings  # pylint: disable=wrong-import-position
+from eval.multiscale.experiment import get_row, recover_at, signal_for  # pylint: disable=wrong-import-position
 from eval.multiscale.report import PRETTY  # pylint: disable=wrong-import-position
 from srjax import signals  # pylint: disable=wrong-import-position
 from srjax import threshold as th  # pylint: disable=wrong-import-position
@@ -152,7 +153,8 @@ def fig_levels(rows, mode: str, s: Settings, out: str) -> str:
     for k, idx in enumerate((0, 2)):   # optimal sigma, AMSE
       ax[k].plot(s.fig9_levels, [b_[idx] for b_ in best], 'o-', color=COLORS[det], label=det)
       ax[k].axhline(data_best[det][idx], color=COLORS[det], ls=':', lw=1)
-  ax[0].set(xlabel='decomposition level', ylabel='optimal sigma', title=f'sine: optimal noise ({mode}; dotted: data domain)')
+  ax[0].set(xlabel='decomposition level', ylabel='optimal sigma',
+            title=f'sine: optimal noise ({mode}; dotted: data domain)')
   ax[1].set(xlabel='decomposition level', ylabel='AMSE', yscale='log', title='sine: AMSE at the optimum')
   for a_ in ax:
     a_.legend(fontsize=8)

@@ -137,7 +137,8 @@ def settings_md(s: Settings) -> str:
       f'sigma grid linspace({s.sigmas[0]}, {s.sigmas[-1]}, {len(s.sigmas)}); seed {s.seed} '
       '(common random numbers across the grid).',
       f'- 1D: n = {s.n}; per-trial Nadaraya-Watson estimates averaged over trials; bandwidths (Gaussian sd, '
-      f'samples) {list(s.bandwidths_1d)} in correct mode, reference kernel_width {[float(v) for v in s.bandwidths_1d_ref]} '
+      f'samples) {list(s.bandwidths_1d)} in correct mode, reference kernel_width '
+      f'{[float(v) for v in s.bandwidths_1d_ref]} '
       '(sd = 100 h samples, cut at +-1 sd) in quirks mode.',
       f'- 2D: {s.size}x{s.size}; per-pixel rates pooled over trials (the paper\'s parametric approach), '
       f'smoothed with bandwidths {list(s.bandwidths_2d)} pixels (0.01 = no smoothing).',
