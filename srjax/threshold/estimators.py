@@ -158,7 +158,7 @@ def estimate(x: jnp.ndarray, *, a: float, b: float, sigma: float, bandwidth: flo
     checks.fail('x', x, f'an array with at least {axes} axes for axes={axes}')
   out = _estimate_jit(x, jnp.float32(sigma), jnp.float32(bandwidth), a=a, b=b, model=model, boundary=boundary,
                       axes=axes, weights=weights, truncate=st.check_truncate(truncate),
-                      step=st.REFERENCE_STEP[axes] if reference_quirks else None)
+                      step=st.kernel_step(reference_quirks, axes))
   return out[st.DETECTORS.index(detector)]
 
 

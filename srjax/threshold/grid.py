@@ -232,18 +232,22 @@ def grid_search(signal: jnp.ndarray, key: jax.Array | None, *, sigmas: Sequence[
     h_batch: bandwidths vectorised together (a positive integer; usually slower on CPU than 1).
     noise: optional standard-normal draws [n_trials, *signal.shape] to use instead of `key`.
     **settings: the fields of `Settings`, as keywords:
-      a, b: thresholds in the detection domain (required).
+      a: lower threshold in the detection domain (required).
+      b: upper threshold (required, > a).
       n_trials: noisy repetitions per grid point (required).
       domain: 'data' or 'wavelet'.
-      wavelet, level: a PyWavelets name and depth, or explicit matrices (one [n, n] per signal axis).
+      wavelet: a PyWavelets name, or explicit matrices (one [n, n] per signal axis).
+      level: the decomposition depth of a named wavelet.
       reference_quirks: the authors' MATLAB pipeline (SigmaFree model, reference kernel, zero padding).
       model: an `EstimatorModel` instead of the one reference_quirks selects.
       boundary: 'renormalize' or 'zeros' (None: by reference_quirks).
       weights: 'variance' or 'optimal'.
       pooling: 'estimates' or 'rates'.
       truncate: Gaussian kernel cut in standard deviations.
-      p_clip, v_clip: clipping of the default SigmaScaled / SigmaFree models.
+      p_clip: rate clipping of the default SigmaScaled model.
+      v_clip: score clipping of SigmaFree (reference_quirks).
       chunk_size: trials per scan step (a divisor of n_trials).
+      (`Settings` documents each field.)
 
   Returns:
     `GridResult` with amse[detector] of shape [len(sigmas), len(bandwidths)] and the argmin per detector.

@@ -73,6 +73,11 @@ def resolve_boundary(boundary: str | None, reference_quirks: bool) -> str:
   return checks.one_of('boundary', boundary, BOUNDARIES)
 
 
+def kernel_step(reference_quirks: bool, ndim: int) -> float | None:
+  """The reference kernel's tap step with reference_quirks, else None (srjax's Gaussian kernel)."""
+  return REFERENCE_STEP[ndim] if reference_quirks else None
+
+
 def check_truncate(truncate: float | None) -> float | None:
   return None if truncate is None else float(checks.in_range('truncate', truncate, 0.0, None, low_open=True))
 
@@ -145,4 +150,4 @@ class Settings:
 
   def reference_step(self, ndim: int) -> float | None:
     """The reference kernel's tap step for a signal of `ndim` axes, or None for srjax's Gaussian kernel."""
-    return REFERENCE_STEP[ndim] if self.reference_quirks else None
+    return kernel_step(self.reference_quirks, ndim)
