@@ -179,10 +179,6 @@ class GridProgram:
       return self.fn.lower(*self.args)
 
 
-def _settings(options: dict[str, Any]) -> st.Settings:
-  return st.Settings(**options)
-
-
 def grid_program(signal: jnp.ndarray, key: jax.Array | None, *, sigmas: Sequence[float],
                  bandwidths: Sequence[float], h_batch: int = 1, noise: jnp.ndarray | None = None,
                  **settings: Any) -> GridProgram:
@@ -201,7 +197,7 @@ def grid_program(signal: jnp.ndarray, key: jax.Array | None, *, sigmas: Sequence
     A `GridProgram`: `program()` is the AMSE array [3, n_sigma, n_h] that `grid_search` tabulates;
     `program.lower()` lowers it ahead of time.
   """
-  s = _settings(settings)
+  s = st.Settings(**settings)
   sig = st.check_positive('sigmas', sigmas).reshape(-1)
   hs = st.check_positive('bandwidths', bandwidths).reshape(-1)
   h_batch = st.check_count('h_batch', h_batch)
@@ -300,7 +296,7 @@ def recover(signal: jnp.ndarray, key: jax.Array | None, *, sigma: float, bandwid
   st.check_positive('sigma', sigma)
   st.check_positive('bandwidth', bandwidth)
   checks.one_of('detector', detector, st.DETECTORS)
-  s = _settings(settings)
+  s = st.Settings(**settings)
   p, signal, W, noise = plan(s, signal, key, noise, n_sigma=1, h_max=float(bandwidth))
   with sm_lib.fft64():
     out = _compiled(_recover, p)(signal, W, jnp.asarray(sigma, jnp.float32), jnp.asarray(bandwidth, jnp.float32),
