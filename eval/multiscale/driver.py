@@ -85,7 +85,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   path = os.path.join(out, 'rows.jsonl')
   if args.fresh and os.path.exists(path):
     os.remove(path)
-  store = scaffold.RowStore(path)
+  try:
+    store = scaffold.RowStore(path)
+  except KeyError:   # a rows.jsonl from before the scaffold's {'key', 'row'} records
+    raise SystemExit(f'python -m eval.multiscale: error: {path} holds rows in an older format; rerun with --fresh '
+                     'or another --out') from None
   print(f'eval.multiscale: settings {s.digest()}, modes {modes}, out {out}, JAX {jax.devices()[0].platform}',
         flush=True)
 
