@@ -31,7 +31,11 @@ def fft64():
 
   A float32 FFT leaves an absolute error ~1e-7 on every rate, i.e. a large relative error on the small rates
   the estimators invert (Phi^{-1}(1e-5) moves by ~3e-3); in float64 the rates are exact to float32 rounding,
-  as with the dense matmul. Thread-local and restored on exit."""
+  as with the dense matmul.
+
+  Returns:
+    A context manager (thread-local; the previous setting is restored on exit).
+  """
   return jax.enable_x64(True)
 
 
