@@ -126,7 +126,7 @@ class RowStore:
             record = json.loads(line)
           except json.JSONDecodeError:
             continue
-          if isinstance(record, dict) and 'key' in record:
+          if isinstance(record, dict) and 'key' in record and 'row' in record:   # else: not a RowStore line
             self._rows[str(record['key'])] = record['row']
 
   def __contains__(self, key: str) -> bool:

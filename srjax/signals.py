@@ -29,6 +29,8 @@ from typing import Callable
 
 import numpy as np
 
+from srjax import checks
+
 __all__ = [
     'SIGNALS_1D', 'BENCHMARK_1D', 'IMAGES', 'IMAGE_STANDINS', 'sine', 'wave', 'doppler', 'blip', 'angles',
     'parabolas', 'time_shifted_sine', 'get', 'sinusoid_2d', 'image', 'unit_grid',
@@ -40,17 +42,15 @@ _PARABOLA_H = np.array([-30., 60., -30., 500., -1000., 1000., -500., 7.5, -15., 
 
 
 def _check_n(n: int, name: str = 'n', minimum: int = 2) -> int:
-  if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
-    raise TypeError(f'{name} must be an int, got {n!r} of type {type(n).__name__}.')
-  if n < minimum:
-    raise ValueError(f'{name} must be >= {minimum}, got {n}.')
-  return int(n)
+  if isinstance(n, np.integer):
+    n = int(n)
+  return checks.integer(name, n, minimum)
 
 
 def _check_dtype(dtype) -> np.dtype:
   dt = np.dtype(dtype)
   if dt not in (np.float32, np.float64):
-    raise ValueError(f'dtype must be float32 or float64, got {dt}.')
+    checks.fail('dtype', dt, 'float32 or float64')
   return dt
 
 
@@ -193,7 +193,7 @@ BENCHMARK_1D = ('wave', 'doppler', 'time_shifted_sine', 'angles', 'blip', 'parab
 
 def _norm_name(name: str, arg: str) -> str:
   if not isinstance(name, str):
-    raise TypeError(f'{arg} must be a str, got {name!r} of type {type(name).__name__}.')
+    checks.fail(arg, name, 'a str', error=TypeError)
   return name.strip().lower().replace('-', '_').replace(' ', '_')
 
 
@@ -214,7 +214,7 @@ def get(name: str, n: int = 1024, *, dtype=np.float32) -> np.ndarray:
   """
   key = _norm_name(name, 'name')
   if key not in SIGNALS_1D:
-    raise ValueError(f'name must be one of {sorted(SIGNALS_1D)}, got {name!r}.')
+    checks.one_of('name', name, sorted(SIGNALS_1D))
   return SIGNALS_1D[key](n, dtype=dtype)
 
 
@@ -236,7 +236,7 @@ def sinusoid_2d(n: int = 512, *, start: float = np.pi, stop: float = 8 * np.pi, 
   """
   n = _check_n(n)
   if not (np.isfinite(start) and np.isfinite(stop) and stop > start):
-    raise ValueError(f'need finite start < stop, got start={start!r}, stop={stop!r}.')
+    checks.fail('start', start, f'a finite number below a finite stop (got stop={stop!r})')
   g = np.linspace(start, stop, n)
   x, y = np.meshgrid(g, g)
   return (np.sin(x) * np.cos(y)).astype(_check_dtype(dtype))
@@ -281,10 +281,9 @@ def image(name: str, size: int = 512, *, value_range: str = 'unit', dtype=np.flo
   """
   key = _norm_name(name, 'name')
   if key not in IMAGES:
-    raise ValueError(f'name must be one of {list(IMAGES)}, got {name!r}.')
+    checks.one_of('name', name, IMAGES)
   size = _check_n(size, 'size', minimum=8)
-  if value_range not in ('unit', '255'):
-    raise ValueError(f"value_range must be 'unit' or '255', got {value_range!r}.")
+  checks.one_of('value_range', value_range, ('unit', '255'))
   dt = _check_dtype(dtype)
   raw = _load(IMAGE_STANDINS.get(key, key))
   img = raw.astype(np.float64) / 255.0

@@ -8,8 +8,10 @@ Layout. `dwt_matrix(n, wavelet, level) @ x` equals
 `np.concatenate(pywt.wavedec(x, wavelet, mode='periodization', level=level))`: the coarse approximation block
 first, then the detail blocks from coarse to fine.
 
-The reference MATLAB code (see `REFERENCE_NOTES.md`) does not use PyWavelets' alignment. What we checked against
-ports of its two transforms (tests/test_wavelet.py):
+The authors' MATLAB code (published with the paper, Sec. III; it builds on WaveLab) does not use PyWavelets'
+alignment. Its 1D pipeline transforms with `dwtr(x, L, h)` down to a coarse block of 8 (L = 7 for n = 1024), its
+2D pipeline with the matrix `Wavmat(h, N, k0, 0)` at 3 levels, both with WaveLab's `MakeONFilter('Symmlet', 8)`.
+What we checked against ports of its two transforms (tests/test_wavelet.py):
 
 * `dwtr(x, L, h)` (1D, Vidakovic's cascade) is, at every level, a PyWavelets periodization step applied after
   the input to that level is rolled by `len(h)//2 - 1` (np.roll sense). So it equals `dwt_matrix(...,
@@ -35,6 +37,8 @@ import jax.numpy as jnp
 import numpy as np
 import pywt
 
+from srjax import checks
+
 __all__ = [
     'dwt_matrix', 'dwt', 'idwt', 'dwt2', 'idwt2', 'max_level', 'dwtr_roll', 'wavmat_roll', 'block_sizes',
 ]
@@ -48,17 +52,15 @@ def _as_float(x) -> jnp.ndarray:
 def _wavelet(wavelet: str) -> pywt.Wavelet:
   """Returns the PyWavelets wavelet `wavelet`, checking that it exists and is orthogonal."""
   if not isinstance(wavelet, str):
-    raise TypeError(f'wavelet must be a str (a PyWavelets name), got {type(wavelet).__name__}.')
+    checks.fail('wavelet', wavelet, 'a str (a PyWavelets name)', error=TypeError)
   try:
     w = pywt.Wavelet(wavelet)
   except ValueError:
-    raise ValueError(
-        f'wavelet={wavelet!r} is not a discrete wavelet known to PyWavelets; accepted names are listed by '
-        "pywt.wavelist(kind='discrete') (orthogonal ones: haar, dbN, symN, coifN).") from None
+    checks.fail('wavelet', wavelet, "a discrete wavelet known to PyWavelets, as listed by "
+                "pywt.wavelist(kind='discrete') (orthogonal ones: haar, dbN, symN, coifN)")
   if not w.orthogonal:
-    raise ValueError(
-        f'wavelet={wavelet!r} is not orthogonal (the SR pipeline needs W^T W = I); use an orthogonal family '
-        "such as 'haar', 'dbN', 'symN' or 'coifN' (see pywt.wavelist(kind='discrete')).")
+    checks.fail('wavelet', wavelet, "an orthogonal wavelet (the SR pipeline needs W^T W = I; this one is not "
+                "orthogonal), such as 'haar', 'dbN', 'symN' or 'coifN'")
   return w
 
 
@@ -89,17 +91,18 @@ def block_sizes(n: int, level: int) -> list[int]:
 
 def _check_n_level(n: int, level: int | None, wavelet: str) -> int:
   if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 2:
-    raise ValueError(f'n must be an integer >= 2, got {n!r}.')
+    checks.fail('n', n, 'an integer >= 2', error=ValueError)
+  n = int(n)
   if level is None:
     level = max_level(n, wavelet)
     if level < 1:
-      raise ValueError(f'n={n} is too short for wavelet={wavelet!r} (filter length {_wavelet(wavelet).dec_len});'
-                       ' pass level explicitly.')
+      checks.fail('n', n, f'a length long enough for wavelet={wavelet!r} (filter length '
+                  f'{_wavelet(wavelet).dec_len}), or an explicit level')
   if isinstance(level, bool) or not isinstance(level, (int, np.integer)) or level < 1:
-    raise ValueError(f'level must be a positive integer or None, got {level!r}.')
+    checks.fail('level', level, 'a positive integer or None')
   if n % (2 ** level):
-    raise ValueError(f'n={n} must be divisible by 2**level = {2 ** level} (level={level}); '
-                     f'the largest level n allows is {int(np.log2(n & -n))}.')
+    checks.fail('n', n, f'a multiple of 2**level = {2 ** level} (level={level}); the largest level n={n} '
+                f'allows is {int(np.log2(n & -n))}')
   return int(level)
 
 
@@ -159,8 +162,7 @@ def dwt_matrix(n: int, wavelet: str = 'sym8', level: int | None = None, *, roll:
     ValueError: n not divisible by 2**level, unknown or non-orthogonal wavelet, bad level or detail_sign.
   """
   level = _check_n_level(n, level, wavelet)
-  if detail_sign not in (1, -1):
-    raise ValueError(f'detail_sign must be +1 or -1, got {detail_sign!r}.')
+  checks.one_of('detail_sign', detail_sign, (1, -1))
   mat = _dwt_matrix_cached(int(n), wavelet, level, int(roll), bool(reverse_filter), int(detail_sign))
   mat.setflags(write=False)
   return mat

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from eval import multiscale as ms
+from eval import scaffold
 
 
 @pytest.fixture(scope='module')
@@ -77,7 +78,7 @@ def test_quick_run_files_and_tables(quick_run):
 
 def test_rows_consistent_with_amse_surfaces(quick_run):
   out, result = quick_run
-  rows = [json.loads(line) for line in (out / 'rows.jsonl').read_text().splitlines()]
+  rows = scaffold.RowStore(str(out / 'rows.jsonl')).rows()
   s = result['settings']
   assert len(rows) == 2 * (24 + len(s.fig9_levels))
   for row in rows:
@@ -102,7 +103,7 @@ def test_resume_skips_finished_rows_and_survives_a_torn_line(quick_run, tmp_path
   result = ms.main(['--quick', '--out', str(target), '--no-figures', '--correct-only'])
   text = (target / 'results.md').read_text()
   assert '24 resumed from rows.jsonl' in text and '0 rows computed' in text
-  reloaded = ms.load_rows(str(target / 'rows.jsonl'))
+  reloaded = scaffold.RowStore(str(target / 'rows.jsonl'))
   assert torn_key not in reloaded  # the torn line is ignored, not mis-parsed
   assert len(reloaded) == len(lines) - 1
   assert result['table_seconds'] < 5

@@ -95,13 +95,13 @@ def test_get_dispatch_and_names():
 def test_errors():
   with pytest.raises(ValueError, match='doppler'):  # the message lists accepted names
     signals.get('heavisine', 16)
-  with pytest.raises(ValueError, match='n must be >= 2'):
+  with pytest.raises(ValueError, match='n: got 1; accepted: an integer in \\[2, inf\\)'):
     signals.wave(1)
-  with pytest.raises(TypeError, match='n must be an int'):
+  with pytest.raises(TypeError, match='n: got 16.0; accepted: an integer'):
     signals.wave(16.0)
   with pytest.raises(ValueError, match='dtype'):
     signals.wave(16, dtype=np.int32)
-  with pytest.raises(TypeError, match='name must be a str'):
+  with pytest.raises(TypeError, match='name: got 3; accepted: a str'):
     signals.get(3, 16)
   with pytest.raises(ValueError, match='start'):
     signals.sinusoid_2d(8, start=1., stop=0.)
@@ -135,7 +135,7 @@ def test_images():
 def test_image_errors():
   with pytest.raises(ValueError, match='cameraman'):
     signals.image('lena')
-  with pytest.raises(ValueError, match='size must be >= 8'):
+  with pytest.raises(ValueError, match='size: got 4; accepted: an integer in \\[8, inf\\)'):
     signals.image('camera', 4)
   with pytest.raises(ValueError, match='value_range'):
     signals.image('camera', 16, value_range='1')

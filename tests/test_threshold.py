@@ -1,6 +1,7 @@
 """Tests for srjax.threshold against closed forms, numerical derivatives, CLT bounds and slow NumPy references."""
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 
@@ -14,6 +15,9 @@ import scipy.special
 import scipy.stats
 
 from srjax import threshold as th
+from srjax.threshold import grid as th_grid
+from srjax.threshold import models as th_models
+from srjax.threshold import smoothing as th_smoothing
 from srjax import wavelet as wv
 
 pytestmark = pytest.mark.filterwarnings('ignore:Level value')
@@ -197,10 +201,9 @@ def test_reference_kernel_matches_matlab_conv_same(h, step):
 
 @functools.partial(jax.jit, static_argnames=('axes', 'boundary', 'truncate', 'step', 'banded'))
 def _fast_rates_and_neff(x, h, *, axes, boundary, truncate, step, banded):
-  # pylint: disable=protected-access
-  sm = th._smoother(axes, h, boundary, truncate, step)
-  prepared, sat = th._prepare_input(x, axes, banded), th._window_table(x > 0, axes)
-  return th._rates(prepared, sat, None, sm, axes, banded), sm.inv_n_eff
+  sm = th_smoothing.smoother(axes, h, boundary, truncate, step)
+  prepared, sat = th_smoothing.prepare_input(x, axes, banded), th_smoothing.window_table(x > 0, axes)
+  return th_smoothing.rates(prepared, sat, None, sm, axes, banded), sm.inv_n_eff
 
 
 # (shape, bandwidth, boundary, truncate, reference step): Gaussian cut at 4 sd, uncut, wider than the signal,
@@ -218,9 +221,9 @@ def test_fast_smoothing_equals_dense_kernel_matrix(shape, h, boundary, truncate,
   x = (rng.random((3,) + shape) < 0.04).astype(np.float32)       # sparse: many empty windows
   x[2] = 0.0
   x[2, ..., 5:40] = 1.0                                           # full windows
-  half = th._support_bound(h, shape, step is not None, truncate, exact=banded)  # pylint: disable=protected-access
-  axes = th._axes(shape, half)  # pylint: disable=protected-access
-  with th._fft64():  # pylint: disable=protected-access
+  half = th_smoothing.support_bound(h, shape, step, truncate, exact=banded)
+  axes = th_smoothing.make_axes(shape, half)
+  with th.fft64():
     got, inv_n_eff = _fast_rates_and_neff(jnp.asarray(x), jnp.float32(h), axes=axes, boundary=boundary,
                                           truncate=truncate, step=step, banded=banded)
   got = np.asarray(got)
@@ -251,7 +254,7 @@ def test_fast_inverse_normal_matches_scipy_float64():
   """The grid's Phi^{-1} (Giles' erfinv with w from p) on its range [1e-7, 1 - 1e-7]: float32 accuracy."""
   tails = np.geomspace(1e-7, 0.5, 20_000)
   p = np.concatenate([tails, 1 - tails, np.linspace(0.3, 0.7, 2_001)]).astype(np.float32)
-  got = np.asarray(jax.jit(th._ndtri_fast)(jnp.asarray(p)), np.float64)  # pylint: disable=protected-access
+  got = np.asarray(jax.jit(th_models.ndtri_fast)(jnp.asarray(p)), np.float64)
   want = scipy.special.ndtri(p.astype(np.float64))
   np.testing.assert_allclose(got, want, rtol=4e-7, atol=2e-7)
   assert np.all(np.diff(got[:20_000]) >= 0)                      # monotone along the lower tail
@@ -360,11 +363,10 @@ def _np_grid(signal, noise, a, b, sigmas, hs, *, domain, wavelet, level, quirks,
 
 def _smoothing_path(signal, hs, quirks, pooling='estimates'):
   """'band' or 'fft': the static smoothing path grid_search picks for this grid."""
-  cfg = th._prepare(jnp.asarray(signal, jnp.float32), jax.random.PRNGKey(0), a=-1.0, b=1.0, n_trials=1,  # pylint: disable=protected-access
-                    domain='data', wavelet=None, level=None, reference_quirks=quirks, boundary=None,
-                    weights='variance', pooling=pooling, truncate=4.0, p_clip=1e-6, v_clip=None, chunk_size=None,
-                    noise=None, n_sigma=1, h_batch=1, h_max=float(np.max(hs)), n_h=len(hs))[0]
-  return 'band' if cfg.banded else 'fft'
+  settings = th.Settings(a=-1.0, b=1.0, n_trials=1, reference_quirks=quirks, pooling=pooling)
+  plan = th_grid.plan(settings, jnp.asarray(signal, jnp.float32), jax.random.PRNGKey(0), None, n_sigma=1,
+                      h_max=float(np.max(hs)), n_h=len(hs))[0]
+  return 'band' if plan.banded else 'fft'
 
 
 # Small and large kernels (the largest picks the path and the FFT padding), the reference kernel narrow and wide.
@@ -494,6 +496,72 @@ def test_recover_agrees_with_grid_search():
 
 
 # ------------------------------------------------------------------------------------------------------------
+# Estimator models as values, the settings record, the prepared grid program
+# ------------------------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class _ScaledByTwo(th.SigmaScaled):
+  """A third model, written as a subclass only: SigmaScaled with the noise scale doubled in the estimates."""
+
+  def sub_sup(self, z_a, z_b, *, a, b, sigma):
+    return super().sub_sup(z_a, z_b, a=a, b=b, sigma=2.0 * sigma)
+
+
+def test_models_are_values_and_reference_quirks_is_a_shorthand():
+  n, trials = 64, 4
+  signal = jnp.asarray(0.9 * np.sin(np.linspace(0, 3 * np.pi, n)), jnp.float32)
+  noise = jax.random.normal(jax.random.PRNGKey(2), (trials, n))
+  kw = dict(a=-1.0, b=1.2, sigmas=[0.7, 1.4], bandwidths=[2.0, 5.0], n_trials=trials, noise=noise)
+  # The default model is SigmaScaled(p_clip): passing it explicitly (with another clip) equals passing p_clip.
+  by_clip = th.grid_search(signal, None, p_clip=1e-3, **kw)
+  by_model = th.grid_search(signal, None, model=th.SigmaScaled(p_clip=1e-3), **kw)
+  default = th.grid_search(signal, None, **kw)
+  # The sigma-free model on srjax's Gaussian kernel (a combination the flag alone cannot express) differs from
+  # the default, and a subclass changes exactly its one formula: doubling sigma in the estimates = sigma 2x.
+  free = th.grid_search(signal, None, model=th.SigmaFree(), **kw)
+  doubled = th.recover(signal, None, sigma=0.7, bandwidth=2.0, detector='sub', n_trials=trials, noise=noise,
+                       a=-1.0, b=1.2, model=_ScaledByTwo())
+  plain = th.recover(signal, None, sigma=0.7, bandwidth=2.0, detector='sub', n_trials=trials, noise=noise,
+                     a=-1.0, b=1.2)
+  for det in DETS:
+    np.testing.assert_array_equal(by_clip.amse[det], by_model.amse[det])
+    assert np.max(np.abs(by_clip.amse[det] - default.amse[det])) > 0
+    assert np.max(np.abs(free.amse[det] - default.amse[det])) > 1e-3
+  # s_sub = a - sigma z: with 2 sigma, (a - s_sub) doubles.
+  np.testing.assert_allclose(np.asarray(-1.0 - doubled), 2 * np.asarray(-1.0 - plain), rtol=1e-5, atol=1e-5)
+  s = th.Settings(a=-1.0, b=1.0, n_trials=2, reference_quirks=True)
+  assert s.model == th.SigmaFree() and s.boundary == 'zeros' and s.reference_step(1) == 0.01
+  assert th.Settings(a=-1.0, b=1.0, n_trials=2).model == th.SigmaScaled(1e-6)
+  assert th.SigmaFree().for_ndim(2) == th.SigmaFree(6.0)
+
+
+def test_grid_program_lowers_and_equals_grid_search():
+  n, trials = 32, 2
+  signal = jnp.asarray(0.8 * np.sin(np.linspace(0, 2 * np.pi, n)), jnp.float32)
+  kw = dict(a=-1.0, b=1.0, sigmas=[0.7, 1.4], bandwidths=[1.0, 3.0], n_trials=trials)
+  program = th.grid_program(signal, jax.random.PRNGKey(1), **kw)
+  compiled = program.lower().compile()
+  got = np.asarray(program(compiled))
+  chex.assert_shape(got, (3, 2, 2))
+  res = th.grid_search(signal, jax.random.PRNGKey(1), **kw)
+  for k, det in enumerate(DETS):
+    np.testing.assert_allclose(got[k], res.amse[det], rtol=1e-6)
+
+
+def test_settings_errors():
+  with pytest.raises(TypeError, match='unexpected keyword'):
+    th.Settings(a=-1.0, b=1.0, n_trials=2, bandwith=3.0)
+  with pytest.raises(ValueError, match='model: got SigmaScaled'):
+    th.Settings(a=-1.0, b=1.0, n_trials=2, reference_quirks=True, model=th.SigmaScaled())
+  with pytest.raises(TypeError, match='model: got'):
+    th.Settings(a=-1.0, b=1.0, n_trials=2, model='sigma-free')
+  with pytest.raises(ValueError, match='p_clip: got 0.0; accepted: a number in \\(0.0, 0.5\\)'):
+    th.SigmaScaled(p_clip=0.0)
+  with pytest.raises(ValueError, match='n_trials: got 0; accepted: an integer'):
+    th.Settings(a=-1.0, b=1.0, n_trials=0)
+
+
+# ------------------------------------------------------------------------------------------------------------
 # Errors
 # ------------------------------------------------------------------------------------------------------------
 
@@ -501,35 +569,35 @@ def test_errors():
   s = jnp.zeros(64)
   key = jax.random.PRNGKey(0)
   common = dict(a=-1.0, b=1.0, sigma=1.0, bandwidth=2.0, n_trials=2)
-  with pytest.raises(ValueError, match='a must be < the upper threshold b'):
+  with pytest.raises(ValueError, match='a: got 1.0; accepted: a lower threshold a < the upper threshold b'):
     th.indicators(s, 1.0, 1.0)
-  with pytest.raises(ValueError, match='a must be < the upper'):
+  with pytest.raises(ValueError, match='a: got 2.0; accepted: a lower threshold a < the upper'):
     th.recover(s, key, **{**common, 'a': 2.0})
-  with pytest.raises(ValueError, match='sigma must be finite and > 0'):
+  with pytest.raises(ValueError, match='sigma: got 0.0; accepted: finite values > 0'):
     th.recover(s, key, **{**common, 'sigma': 0.0})
-  with pytest.raises(ValueError, match='bandwidth must be finite and > 0'):
+  with pytest.raises(ValueError, match='bandwidth: got -1.0; accepted: finite values > 0'):
     th.recover(s, key, **{**common, 'bandwidth': -1.0})
-  with pytest.raises(ValueError, match='sigmas must be finite'):
+  with pytest.raises(ValueError, match='sigmas: got -2.0; accepted: finite'):
     th.grid_search(s, key, a=-1.0, b=1.0, sigmas=[1.0, -2.0], bandwidths=[1.0], n_trials=2)
-  with pytest.raises(ValueError, match='divisible by 2\\*\\*level'):
+  with pytest.raises(ValueError, match='n: got 48; accepted: a multiple of 2\\*\\*level'):
     th.recover(jnp.zeros(48), key, **common, domain='wavelet', wavelet='haar', level=5)
   with pytest.raises(ValueError, match='pywt.wavelist'):
     th.recover(s, key, **common, domain='wavelet', wavelet='nope')
-  with pytest.raises(ValueError, match="detector='both' is not one of"):
+  with pytest.raises(ValueError, match="detector: got 'both'; accepted: one of"):
     th.recover(s, key, **common, detector='both')
-  with pytest.raises(ValueError, match="domain='fourier' is not one of"):
+  with pytest.raises(ValueError, match="domain: got 'fourier'; accepted: one of"):
     th.recover(s, key, **common, domain='fourier')
-  with pytest.raises(ValueError, match="boundary='reflect' is not one of"):
+  with pytest.raises(ValueError, match="boundary: got 'reflect'; accepted: one of"):
     th.recover(s, key, **common, boundary='reflect')
-  with pytest.raises(ValueError, match="pooling='median' is not one of"):
+  with pytest.raises(ValueError, match="pooling: got 'median'; accepted: one of"):
     th.recover(s, key, **common, pooling='median')
-  with pytest.raises(ValueError, match='chunk_size must be a positive divisor of n_trials=2'):
+  with pytest.raises(ValueError, match='chunk_size: got 3; accepted: a positive divisor of n_trials=2'):
     th.recover(s, key, **common, chunk_size=3)
-  with pytest.raises(ValueError, match='noise must have shape'):
+  with pytest.raises(ValueError, match='noise: got an array of shape \\(3, 64\\); accepted: .*shape'):
     th.recover(s, key, **common, noise=jnp.zeros((3, 64)))
-  with pytest.raises(ValueError, match='axes must be 1'):
+  with pytest.raises(ValueError, match='axes: got 3; accepted: one of 1, 2'):
     th.kernel_rates(s, 1.0, axes=3)
-  with pytest.raises(ValueError, match='key must be a PRNG key'):
+  with pytest.raises(ValueError, match='key: got None; accepted: a PRNG key'):
     th.recover(s, None, **common)
-  with pytest.raises(ValueError, match='signal must be 1D'):
+  with pytest.raises(ValueError, match='signal: got an array of shape \\(2, 2, 2\\); accepted: a 1D'):
     th.recover(jnp.zeros((2, 2, 2)), key, **common)

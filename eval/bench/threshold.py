@@ -16,7 +16,7 @@ Two configurations, each timed for srjax and for the NumPy port in the same run:
 
 srjax (`grid_search`): one compiled call per domain; each trial chunk's indicators are FFT-transformed once and
 every bandwidth costs one float64 inverse FFT plus the estimators (this grid's kernels are too wide for the
-banded path), see srjax/threshold.py. On these 2-core machines XLA runs it mostly on one core.
+banded path), see srjax/threshold/smoothing.py. On these 2-core machines XLA runs it mostly on one core.
 
 The NumPy port loops over (sigma, h, trial) like the MATLAB demo: indicators, two np.convolve calls, the
 estimators with scipy.special, running sums; per grid point the double combination, pywt.waverec in the wavelet
@@ -105,20 +105,11 @@ def numpy_grid_rows(signal, noise, sigma_rows, hs, *, domain: str, quirks: bool)
 
 def srjax_compiled(signal, noise, hs, *, domain: str, quirks: bool):
   """AOT-compiles exactly the computation `th.grid_search` runs. Returns (call, compile_s, peak_mb)."""
-  # Private pieces on purpose: grid_search = _prepare + _grid_amse + a host-side argmin.
-  cfg, sig_j, W, noise_j = th._prepare(  # pylint: disable=protected-access
-      jnp.asarray(signal, jnp.float32), None, a=A, b=B, n_trials=TRIALS, domain=domain, wavelet=WAVELET, level=LEVEL,
-      reference_quirks=quirks, boundary=None, weights='variance', pooling='estimates', truncate=4.0, p_clip=1e-6,
-      v_clip=None, chunk_size=None, noise=jnp.asarray(noise, jnp.float32), n_sigma=SIGMAS.size, h_batch=1,
-      h_max=float(np.max(hs)), n_h=len(hs))
-  args = (cfg, sig_j, W, jnp.asarray(SIGMAS, jnp.float32), jnp.asarray(hs, jnp.float32), None, noise_j)
-  with th._fft64():  # pylint: disable=protected-access
-    compiled, compile_s = common.compile_seconds(th._grid_amse, *args)  # pylint: disable=protected-access
-
-  def call():
-    with th._fft64():  # pylint: disable=protected-access
-      return compiled(*args[1:])
-  return call, compile_s, common.compiled_peak_mb(compiled)
+  program = th.grid_program(jnp.asarray(signal, jnp.float32), None, sigmas=SIGMAS, bandwidths=hs,
+                            noise=jnp.asarray(noise, jnp.float32), a=A, b=B, n_trials=TRIALS, domain=domain,
+                            wavelet=WAVELET, level=LEVEL, reference_quirks=quirks)
+  compiled, compile_s = common.compile_seconds(program)
+  return (lambda: program(compiled)), compile_s, common.compiled_peak_mb(compiled)
 
 
 def bench_1d(numpy_budget_s: float) -> dict[str, float]:
