@@ -65,6 +65,15 @@ def masked_metrics(logits: jax.Array, labels: jax.Array, mask: jax.Array) -> dic
 
 
 def build_task(config: ml_collections.ConfigDict) -> loop.Task:
+  """The loop's Task for `configs/classifier.py`: an MLP or CNN (`config.model`) trained with cross-entropy.
+
+  Args:
+    config: a `configs/classifier.py` config (data source, model name, optimizer, batch sizes).
+
+  Returns:
+    The `loop.Task`: params initialised from the key, no model state, deterministic batches of the config's
+    source, and masked accuracy/loss on its test split.
+  """
   train_set = load_data(config, 'train')
   test_set = load_data(config, 'test')
   model = classifier.build(config.model, train_set.num_classes)
