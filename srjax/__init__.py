@@ -5,6 +5,7 @@ The public API. Each submodule is one concept; see `DESIGN.md` for the map.
 from srjax import data
 from srjax import models
 from srjax import signals
+from srjax import sweep
 from srjax import threshold
 from srjax import wavelet
 from srjax.srt import srt
