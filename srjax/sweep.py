@@ -124,13 +124,49 @@ def _vector(name: str, values: Any) -> np.ndarray:
   return arr
 
 
-def _mesh() -> jax.sharding.Mesh:
+def make_mesh() -> jax.sharding.Mesh:
+  """The 1-D mesh 'data' over every device (Auto axis type, as the training loop's mesh)."""
   return jax.make_mesh((jax.device_count(),), ('data',), axis_types=(jax.sharding.AxisType.Auto,))
 
 
+def chunk_dataset(x: np.ndarray, y: np.ndarray, chunk_size: int, mesh: jax.sharding.Mesh
+                  ) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """Pads (x, y) to whole chunks and puts them on the mesh, images of each chunk split over 'data'.
+
+  Args:
+    x: [N, ...] float32 images.
+    y: [N] int labels.
+    chunk_size: images per chunk B, a multiple of the mesh size.
+    mesh: the mesh of `make_mesh`.
+
+  Returns:
+    (xs [K, B, ...] float32, ys [K, B] int32 with -1 for padding, idx [K, B] int32 image indices), K = ceil(N / B).
+  """
+  n = x.shape[0]
+  num_chunks = int(math.ceil(n / chunk_size))
+  pad = num_chunks * chunk_size - n
+  x_pad = np.concatenate([np.asarray(x, np.float32), np.zeros((pad,) + x.shape[1:], np.float32)])
+  y_pad = np.concatenate([np.asarray(y, np.int32), np.full((pad,), -1, np.int32)])
+  idx = np.arange(num_chunks * chunk_size, dtype=np.int32)
+  data = NamedSharding(mesh, P(None, 'data'))
+  return (jax.device_put(x_pad.reshape((num_chunks, chunk_size) + x.shape[1:]), data),
+          jax.device_put(y_pad.reshape(num_chunks, chunk_size), data),
+          jax.device_put(idx.reshape(num_chunks, chunk_size), data))
+
+
 @functools.partial(jax.jit, static_argnames=('apply_fn', 'noise', 'draws', 'shared', 'repeats', 'mesh'))
-def _counts(apply_fn, params, xs, ys, idx, contrasts, levels, key, *, noise, draws, shared, repeats, mesh):
-  """Correct-prediction counts [C, L, D] int32 over the chunked dataset xs [K, B, ...], ys/idx [K, B]."""
+def correct_counts(apply_fn, params, xs, ys, idx, contrasts, levels, key, *, noise, draws, shared, repeats, mesh):
+  """The compiled core of `sr_curves`: correct-prediction counts over a chunked dataset.
+
+  Args:
+    apply_fn, params, key, noise, draws, repeats: as in `sr_curves`; shared: its `shared_noise`.
+    xs, ys, idx: the chunked dataset of `chunk_dataset`.
+    contrasts: [C] float32; levels: [L] float32.
+    mesh: the mesh the chunks are on.
+
+  Returns:
+    [C, L, D] int32 counts of correct predictions (divide by N for the accuracy).
+  """
   example = xs.shape[2:] if repeats is None else (repeats,) + xs.shape[2:]
   draw_keys = jax.vmap(lambda d: jax.random.fold_in(key, d))(jnp.arange(draws))
   batch_sharding = NamedSharding(mesh, P('data'))
@@ -233,22 +269,14 @@ def sr_curves(apply_fn: Callable[[Any, jax.Array], jax.Array], params: Any, x: A
     checks.fail('y', int(y_np.min()), 'labels >= 0')
   checks.all_in_range('x', x_np, 0.0, 1.0)
 
-  mesh = _mesh()
+  mesh = make_mesh()
   n = x_np.shape[0]
   devices = jax.device_count()
   chunk = chunk_size or default_chunk_size(levels_np.size, draws, devices)
   chunk = int(math.ceil(min(chunk, n) / devices) * devices)
-  num_chunks = int(math.ceil(n / chunk))
-  pad = num_chunks * chunk - n
-  x_pad = np.concatenate([x_np, np.zeros((pad,) + x_np.shape[1:], np.float32)])
-  y_pad = np.concatenate([y_np.astype(np.int32), np.full((pad,), -1, np.int32)])
-  idx = np.arange(num_chunks * chunk, dtype=np.int32)
-  data = NamedSharding(mesh, P(None, 'data'))
-  xs = jax.device_put(x_pad.reshape((num_chunks, chunk) + x_np.shape[1:]), data)
-  ys = jax.device_put(y_pad.reshape(num_chunks, chunk), data)
-  ids = jax.device_put(idx.reshape(num_chunks, chunk), data)
-  counts = _counts(apply_fn, params, xs, ys, ids, jnp.asarray(contrasts_np), jnp.asarray(levels_np), key,
-                   noise=noise, draws=draws, shared=bool(shared_noise), repeats=repeats, mesh=mesh)
+  xs, ys, ids = chunk_dataset(x_np, y_np, chunk, mesh)
+  counts = correct_counts(apply_fn, params, xs, ys, ids, jnp.asarray(contrasts_np), jnp.asarray(levels_np), key,
+                          noise=noise, draws=draws, shared=bool(shared_noise), repeats=repeats, mesh=mesh)
   accuracy = np.asarray(jax.device_get(counts), np.float64) / n
   return SRCurves(accuracy=accuracy.astype(np.float32), mean=accuracy.mean(-1).astype(np.float32),
                   std=accuracy.std(-1).astype(np.float32), contrasts=contrasts_np, levels=levels_np)
