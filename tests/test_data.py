@@ -8,6 +8,7 @@ import pytest
 from srjax import data
 from srjax.data import spectro
 from srjax.data.batches import batch_indices
+from tests import tfds_tiny
 
 
 @pytest.mark.parametrize('source, shape', [('mnist', (28, 28, 1)), ('digits', (8, 8, 1))])
@@ -24,11 +25,42 @@ def test_embedded_splits_are_disjoint_balanced_and_deterministic(source, shape):
   assert not np.array_equal(data.load(source, 'test', seed=1).labels, test.labels)
 
 
+@pytest.mark.parametrize('source, kwargs, n', [('mnist', {}, 5000), ('digits', {}, 1797),
+                                               ('spectro', {'num_examples': 200}, 200)])
+def test_no_test_image_is_in_train_and_the_splits_cover_the_data(source, kwargs, n):
+  train, test = data.load(source, 'train', **kwargs), data.load(source, 'test', **kwargs)
+  train_rows = {r.tobytes() for r in train.images}
+  assert not any(r.tobytes() in train_rows for r in test.images)
+  every = {r.tobytes() for r in np.concatenate([train.images, test.images])}
+  assert len(train) + len(test) == n == len(every)   # disjoint, and nothing dropped or repeated
+
+
+@pytest.mark.parametrize('n, val_fraction', [(1797, 0.0), (5000, 0.0), (10000, 0.15), (7, 0.15)])
+def test_split_indices_partition_range_n(n, val_fraction):
+  splits = ('train', 'val', 'test') if val_fraction else ('train', 'test')
+  parts = [data.split_indices(n, s, test_fraction=0.15 if val_fraction else 0.2, seed=3, val_fraction=val_fraction)
+           for s in splits]
+  joined = np.concatenate(parts)
+  assert len(joined) == n and sorted(joined) == list(range(n))
+
+
 def test_unknown_source_and_split():
   with pytest.raises(ValueError, match='source'):
     data.load('imagenet')
   with pytest.raises(ValueError, match='split'):
     data.load('digits', 'validation')
+
+
+def test_tfds_reads_back_a_prepared_dataset(tmp_path):
+  name = tfds_tiny.prepare(str(tmp_path))
+  for split in ('train', 'test'):
+    got = data.load('tfds', split, name=name, data_dir=str(tmp_path))
+    images, labels = tfds_tiny.examples(split)
+    order = np.lexsort(images.reshape(len(images), -1).T)   # TFDS shuffles on write: compare as sets of rows
+    got_order = np.lexsort((got.images * 255).round().astype(np.uint8).reshape(len(got), -1).T)
+    np.testing.assert_array_equal((got.images[got_order] * 255).round().astype(np.uint8), images[order])
+    np.testing.assert_array_equal(got.labels[got_order], labels[order])
+    assert got.num_classes == 10 and got.images.dtype == np.float32
 
 
 def test_tfds_requires_data_dir_and_prepared_data(tmp_path):

@@ -13,6 +13,10 @@ import jax
 import numpy as np
 import pytest
 
+from configs import classifier as classifier_config
+from jax.sharding import NamedSharding, PartitionSpec as P
+from tests import loop_probe, tfds_tiny
+from train import loop
 from tests.conftest import ROOT
 from train import checkpoint
 
@@ -139,6 +143,47 @@ def test_missing_tfds_fails_fast(tmp_path):
   assert proc.returncode != 0
   assert 'not prepared' in proc.stderr and 'tfds build mnist' in proc.stderr
   assert time.time() - start < 60
+
+
+def _probe_draws(workdir, *overrides: str, **env: str) -> list[float]:
+  proc = subprocess.run([sys.executable, '-m', 'tests.loop_probe', '--config', 'configs/classifier.py:smoke',
+                         '--workdir', str(workdir), '--config.log_every=1', '--config.checkpoint_every=3',
+                         '--config.eval_every=100', '--config.batch_size=8', *overrides],
+                        cwd=ROOT, env=_env(**env), capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return [r['draw'] for r in _records(workdir)]
+
+
+def test_each_step_gets_its_own_key_across_resumes_and_devices(tmp_path):
+  straight = _probe_draws(tmp_path / 'straight', '--config.num_steps=6')
+  assert len(straight) == 6 and len(set(straight)) == 6, 'steps share a key'
+  _probe_draws(tmp_path / 'resumed', '--config.num_steps=3')
+  resumed = _probe_draws(tmp_path / 'resumed', '--config.num_steps=6')     # resumes from the step-3 checkpoint
+  assert resumed == straight
+  eight = _probe_draws(tmp_path / 'eight', '--config.num_steps=6',
+                       XLA_FLAGS='--xla_force_host_platform_device_count=8')
+  assert eight == straight
+
+
+def test_train_step_donates_the_state():
+  task = loop_probe.build_task(classifier_config.get_config('smoke'))
+  mesh = loop.make_mesh()
+  state = loop.init_state(task, jax.random.key(0), NamedSharding(mesh, P()))
+  step = loop.make_train_step(task, jax.random.key(1), mesh)
+  batch = loop.shard_batch(task.train_batch(0, 0, 1), NamedSharding(mesh, P('data')))
+  new_state, _ = step(state, batch)
+  assert all(leaf.is_deleted() for leaf in jax.tree.leaves(state)), 'the input state was not donated'
+  assert not any(leaf.is_deleted() for leaf in jax.tree.leaves(new_state))
+
+
+def test_classifier_trains_on_a_prepared_tfds_dataset(tmp_path):
+  name = tfds_tiny.prepare(str(tmp_path / 'tfds'))
+  workdir = tmp_path / 'w'
+  _train(workdir, '--config.data.source=tfds', f'--config.data.tfds_name={name}',
+         f'--config.data.tfds_dir={tmp_path / "tfds"}', '--config.model=mlp', '--config.num_steps=40',
+         '--config.batch_size=16', '--config.eval_every=40', '--config.optim.learning_rate=0.01')
+  final = [r for r in _records(workdir, 'eval') if r['step'] == 40]
+  assert final and final[0]['accuracy'] > 0.5   # chance is 0.1; the 24 test images come from the TFDS files
 
 
 def _free_port() -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import pickle
+import pickletools
 import struct
 import zipfile
 
@@ -167,3 +168,42 @@ def test_real_lite0_file_structure():
   variances = [v for k, v in sd.items() if k.endswith('running_var')]
   assert all(np.all(v >= 0) for v in variances)
   assert all(np.all(np.isfinite(v)) for v in sd.values())
+
+
+def test_view_ending_exactly_at_the_storage_end_reads_and_one_past_is_refused():
+  store = np.arange(4, dtype=np.float32)
+  last_ok = _state_dict([('w', _tensor(_legacy_pid('0', 4), 1, (3,), (1,)))])        # elements 1..3 of 4
+  np.testing.assert_array_equal(torch_pickle.load(_legacy_file(last_ok, [('0', store)]))['w'], store[1:])
+  one_past = _state_dict([('w', _tensor(_legacy_pid('0', 4), 1, (4,), (1,)))])       # element 4 of 4
+  with pytest.raises(torch_pickle.UnsafePickleError, match='reads element 4'):
+    torch_pickle.load(_legacy_file(one_past, [('0', store)]))
+
+
+# The allow-list the module docstring documents, written out independently of the module.
+_DOCUMENTED_GLOBALS = {('collections', 'OrderedDict'), ('torch._utils', '_rebuild_tensor_v2'),
+                       ('torch._utils', '_rebuild_tensor'), ('torch._utils', '_rebuild_parameter')} | {
+    ('torch', f'{kind}Storage') for kind in
+    ('Double', 'Float', 'Half', 'BFloat16', 'Long', 'Int', 'Short', 'Char', 'Byte', 'Bool')}
+
+
+def test_allow_list_is_exactly_the_documented_set():
+  assert set(torch_pickle._ALLOWED) == _DOCUMENTED_GLOBALS   # pylint: disable=protected-access
+
+
+@pytest.mark.parametrize('module, name, arg', [
+    ('builtins', 'getattr', None), ('builtins', '__import__', 'os'), ('subprocess', 'Popen', 'touch'),
+    ('posix', 'system', 'touch')])
+def test_globals_that_reach_for_code_are_refused_with_nothing_run(tmp_path, module, name, arg):
+  marker = tmp_path / 'pwned'
+  if arg == 'touch':
+    call_args = _tuple(_u(f'touch {marker}')) if name == 'system' else _tuple(
+        b']' + b'(' + _u('touch') + _u(str(marker)) + b'e')
+  elif arg is None:
+    call_args = _tuple(_global('collections', 'OrderedDict'), _u('__init__'))
+  else:
+    call_args = _tuple(_u(arg))
+  hostile = b'\x80\x02' + _global(module, name) + call_args + b'R.'
+  pickletools.dis(hostile, out=io.StringIO())   # a well-formed pickle that plain pickle would call (not run here)
+  with pytest.raises(torch_pickle.UnsafePickleError, match=f'refusing to load global {module}.{name}'):
+    torch_pickle.load(_legacy_file(hostile, []))
+  assert not marker.exists()

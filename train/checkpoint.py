@@ -27,37 +27,78 @@ def manager(workdir: str, *, keep: int) -> ocp.CheckpointManager:
 def restore_latest(mngr: ocp.CheckpointManager, target: Any) -> tuple[Any, int] | None:
   """Restores the latest checkpoint into the structure, shapes, dtypes and shardings of `target`.
 
+  The checkpoint's stored metadata (its tree, and each array's shape and dtype) is compared with `target` before
+  anything is restored: orbax would otherwise cast a float32 checkpoint into a bfloat16 or int32 target without a
+  word, and a user who switched a model's dtype would resume from silently converted weights.
+
   Returns:
     (state, step), or None when the workdir holds no checkpoint.
 
   Raises:
-    CheckpointError: the latest checkpoint is unreadable or incompatible with `target`.
+    CheckpointError: the latest checkpoint is unreadable, or its tree, shapes or dtypes differ from `target`'s
+      (the message names the leaves that differ). The checkpoint is left untouched.
   """
   step = mngr.latest_step()
   if step is None:
     return None
   path = os.path.join(str(mngr.directory), str(step))
+  untouched = 'It was left untouched: move it away or pass another --workdir to start afresh.'
+  try:
+    saved = leaf_specs(ocp.PyTreeCheckpointer().metadata(os.path.join(path, 'default')).item_metadata.tree)
+  except Exception as e:  # orbax raises many types; all mean the same to the user.
+    raise CheckpointError(f'checkpoint {path} is corrupt or incompatible: its metadata cannot be read '
+                          f'({_first_line(e)}). '
+                          + untouched) from e
+  differences = spec_differences(saved, leaf_specs(target))
+  if differences:
+    more = f' (and {len(differences) - 5} more)' if len(differences) > 5 else ''
+    raise CheckpointError(f'checkpoint {path} is incompatible with this config: {"; ".join(differences[:5])}{more}. '
+                          + untouched)
   abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
   try:
     restored = mngr.restore(step, args=ocp.args.StandardRestore(abstract))
   except Exception as e:  # orbax raises many types; all mean the same to the user.
-    raise CheckpointError(
-        f'checkpoint {path} is corrupt or incompatible with this config ({type(e).__name__}: '
-        f'{str(e).splitlines()[0] if str(e) else ""}). It was left untouched: move it away or pass another '
-        '--workdir to start afresh.') from e
-  want = jax.tree.map(lambda x: (x.shape, x.dtype), target)
-  got = jax.tree.map(lambda x: (x.shape, x.dtype), restored)
-  if jax.tree.structure(want) != jax.tree.structure(got) or want != got:
-    mismatches = [f'{jax.tree_util.keystr(k)}: saved {g} vs expected {w}'
-                  for (k, w), g in zip(jax.tree_util.tree_leaves_with_path(want, is_leaf=_is_pair),
-                                       jax.tree.leaves(got, is_leaf=_is_pair)) if w != g]
-    raise CheckpointError(f'checkpoint {path} does not match this config: {"; ".join(mismatches[:3])}. '
-                          'It was left untouched: move it away or pass another --workdir.')
+    raise CheckpointError(f'checkpoint {path} is corrupt or incompatible with this config ({_first_line(e)}). '
+                          + untouched) from e
   return restored, step
 
 
-def _is_pair(x: Any) -> bool:
-  return isinstance(x, tuple) and len(x) == 2 and isinstance(x[0], tuple)
+def _first_line(error: BaseException) -> str:
+  text = str(error).splitlines()[0] if str(error) else ''
+  return f'{type(error).__name__}: {text}'
+
+
+def leaf_specs(tree: Any) -> dict[str, tuple[tuple[int, ...], str]]:
+  """{'params/Dense_0/kernel': (shape, dtype name), ...} for every array leaf of a state or of orbax metadata.
+
+  Path parts are attribute names, dict keys and sequence indices alike, so a dataclass state and the nested
+  dicts orbax stores for it give the same paths.
+  """
+  specs = {}
+  for key_path, leaf in jax.tree_util.tree_leaves_with_path(tree):
+    if not hasattr(leaf, 'shape') or not hasattr(leaf, 'dtype'):
+      continue
+    parts = [str(getattr(k, 'name', getattr(k, 'key', getattr(k, 'idx', k)))) for k in key_path]
+    specs['/'.join(parts)] = (tuple(int(d) for d in leaf.shape), np.dtype(leaf.dtype).name)
+  return specs
+
+
+def spec_differences(saved: dict[str, tuple], expected: dict[str, tuple]) -> list[str]:
+  """Human-readable differences between two `leaf_specs` results (empty when they match)."""
+  out = []
+  for name in sorted(set(saved) | set(expected)):
+    if name not in expected:
+      out.append(f'{name}: in the checkpoint, not in this config')
+    elif name not in saved:
+      out.append(f'{name}: expected {_spec(expected[name])}, missing from the checkpoint')
+    elif saved[name] != expected[name]:
+      out.append(f'{name}: saved {_spec(saved[name])} vs expected {_spec(expected[name])}')
+  return out
+
+
+def _spec(spec: tuple) -> str:
+  shape, dtype = spec
+  return f'{dtype}{list(shape)}'
 
 
 def save(mngr: ocp.CheckpointManager, step: int, state: Any) -> None:
