@@ -252,6 +252,12 @@ def seq_len_figure(by_len: dict[int, Aggregate], contrasts: Sequence[float], out
   return scaffold.save_figure(fig, out, 'fig5_seq_len')
 
 
+def _spearman(a: Sequence[float], b: Sequence[float]) -> float:
+  """Spearman's rank correlation, NaN when either side is constant."""
+  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+  return float(stats.spearmanr(a, b).statistic) if np.ptp(a) > 0 and np.ptp(b) > 0 else float('nan')
+
+
 def _yes(flag: bool) -> str:
   return 'REPRODUCED' if flag else 'NOT REPRODUCED'
 
@@ -275,7 +281,7 @@ def claim_optimal(agg: Aggregate, label: str) -> tuple[str, bool | None]:
   order = np.argsort(-t)
   t, opt = t[order], opt[order]
   monotone = bool(np.all(np.diff(opt) >= -1e-9))
-  rho = stats.spearmanr(t, opt).statistic if np.ptp(opt) > 0 else float('nan')
+  rho = _spearman(t, opt)
   holds = bool(monotone and np.ptp(opt) > 0)
   pairs = ', '.join(f't={a:g}: {b:.3f}' for a, b in zip(t, opt))
   return (f'- {label}: {_yes(holds)}. Mean optimal level per bell-shaped contrast (high to low contrast): '
@@ -296,7 +302,7 @@ def claim_seq(by_len: dict[int, Aggregate], contrasts_sel: np.ndarray) -> tuple[
     rows.append({'seq_len': t, 'mean peak acc (bell contrasts)': pm(sc), 'minus seq_len 1': f'{sc.mean() - base.mean():+.3f}',
                  'helps (> 2 SE)': str(better)})
   lengths = np.array(list(scores))
-  rho = stats.spearmanr(lengths, [scores[t].mean() for t in lengths]).statistic
+  rho = _spearman(lengths, [scores[t].mean() for t in lengths])
   holds = not any(helps)
   table = scaffold.markdown_table(rows, ['seq_len', 'mean peak acc (bell contrasts)', 'minus seq_len 1',
                                          'helps (> 2 SE)'])
