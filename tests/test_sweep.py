@@ -174,6 +174,7 @@ print(json.dumps({'devices': jax.device_count(), 'accuracy': r.accuracy.tolist()
 """
 
 
+@pytest.mark.slow
 def test_eight_devices_equal_one():
   env = {k: v for k, v in os.environ.items() if k not in ('XLA_FLAGS', 'JAX_NUM_CPU_DEVICES')}
   env.update(JAX_PLATFORMS='cpu', PYTHONPATH=ROOT, XLA_FLAGS='--xla_force_host_platform_device_count=8')
