@@ -7,6 +7,7 @@ from srjax import inject
 from srjax import noise
 from srjax import models
 from srjax import signals
+from srjax import sweep
 from srjax import threshold
 from srjax import wavelet
 from srjax.srt import srt
