@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from srjax.models import vit
-from srjax.srt import offsets_grid, shift, srt
+from srjax import srt_lib
+from srjax.srt_lib import offsets_grid, shift, srt
 
 # ---------------------------------------------------------------------------------------------------------
 # Toy feature extractors (module-level functions: hashable, so srt's jit cache is shared across tests).
@@ -231,7 +232,7 @@ def test_chunk_size_does_not_change_result(toy):
   params, _, img = toy
   ref_tok = srt(patch_model, params, img, d=2, chunk_size=25, aggregate='mean_var')
   ref_pix = srt(patch_model, params, img, d=2, chunk_size=25, output='pixel')
-  for chunk in (1, 7):  # 7 -> 4 chunks of 7 with 3 zero-weight padding slots
+  for chunk in (1, 7):  # 7 -> 5 chunks of 5 (plan_chunks); chunk_size=4 below pads one slot
     tok = srt(patch_model, params, img, d=2, chunk_size=chunk, aggregate='mean_var')
     np.testing.assert_allclose(np.asarray(tok[0]), np.asarray(ref_tok[0]), rtol=1e-6)
     np.testing.assert_allclose(np.asarray(tok[1]), np.asarray(ref_tok[1]), **VAR_TOL)
@@ -292,7 +293,7 @@ def test_stats_stride8_phase_classes(toy, back_fill):
 
 
 def test_phase_classes():
-  from srjax.srt import _phase_classes  # pylint: disable=g-import-not-at-top
+  from srjax._src.srt import _phase_classes  # pylint: disable=g-import-not-at-top
   reps, cls = _phase_classes(np.arange(-3, 4), 16)
   np.testing.assert_array_equal(cls, [0, 1, 2] + [3] * 10 + [4, 5, 6])
   np.testing.assert_array_equal(cls[reps], np.arange(7))
@@ -364,8 +365,7 @@ def test_compiles_once(toy, tiny_vit):
 
 
 def _cache_size():
-  import importlib
-  return importlib.import_module('srjax.srt')._srt_jit._cache_size()
+  return srt_lib.cache_size()
 
 
 @pytest.mark.parametrize('kwargs,exc,name', [

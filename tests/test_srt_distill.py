@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from configs import srt_distill as distill_config
-from srjax.srt import srt
+from srjax.srt_lib import srt
 from train import loop, srt_classifier, srt_distill
 
 

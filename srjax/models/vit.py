@@ -22,7 +22,6 @@ stochastic resonance transformers", Sec. 2).
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 import re
 from typing import Any, Mapping
@@ -31,6 +30,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from srjax import checks
+from srjax.models.apply_fn import ModuleApply
 
 # big_vision sizes: width, depth, mlp_dim, num_heads.
 _VARIANTS = {
@@ -53,7 +55,7 @@ def decode_variant(variant: str) -> dict[str, int]:
   """
   match = re.fullmatch(r'(Ti|S|M|B|L)/(\d+)', variant) if isinstance(variant, str) else None
   if match is None:
-    raise ValueError(f'variant must look like "S/16" with size in {sorted(_VARIANTS)}; got {variant!r}')
+    checks.fail('variant', variant, f'"<size>/<patch>" such as "S/16", with size in {sorted(_VARIANTS)}')
   return dict(_VARIANTS[match.group(1)], patch_size=int(match.group(2)))
 
 
@@ -157,6 +159,9 @@ class ViT(nn.Module):
       layer=L: token map [B, H/p, W/p, width].
     """
     p = self.patch_size
+    if x.ndim != 4 or x.shape[1] % p or x.shape[2] % p:
+      checks.fail('x', x, f'images [B, H, W, C] with H and W multiples of the patch size {p} (the patch '
+                  f'embedding would crop the rest): resize, or pad (srjax.srt pads with pad_mode=)')
     x = nn.Conv(self.width, (p, p), strides=(p, p), padding='VALID', name='embedding')(x)
     b, h, w, c = x.shape
     x = x.reshape(b, h * w, c)
@@ -170,7 +175,7 @@ class ViT(nn.Module):
     x = jnp.concatenate([jnp.tile(cls, (b, 1, 1)), x], axis=1)
     if layer is not None:
       if not -self.depth <= layer < self.depth:
-        raise ValueError(f'layer must be in [-{self.depth}, {self.depth}); got {layer}')
+        checks.fail('layer', layer, f'an int in [-{self.depth}, {self.depth})')
       layer = layer % self.depth
     x = Encoder(depth=self.depth, mlp_dim=self.mlp_dim, num_heads=self.num_heads,
                 exact_gelu=self.exact_gelu, ln_eps=self.ln_eps, name='Transformer')(x, layer, norm)
@@ -182,25 +187,10 @@ class ViT(nn.Module):
     return x
 
 
-@dataclasses.dataclass(frozen=True)
-class ViTFeatures:
-  """Hashable `apply_fn(params, x) -> [B, h, w, D]` for one block's token map (see `features`).
+def features(model: ViT, layer: int = -1, norm: bool = True) -> ModuleApply:
+  """Feature extractor for SRT: the token map of block `layer` with the class (and register) tokens dropped.
 
-  Being a frozen dataclass of hashable fields, two equal instances hash equal, so `srt`'s jit cache is reused
-  across calls to `features` with the same arguments.
-  """
-  model: ViT
-  layer: int = -1
-  norm: bool = True
-
-  def __call__(self, params: Any, x: jax.Array) -> jax.Array:
-    return self.model.apply({'params': params}, x, layer=self.layer, norm=self.norm)
-
-
-def features(model: ViT, layer: int = -1, norm: bool = True) -> ViTFeatures:
-  """Feature extractor for SRT: the token map of block `layer` with the CLS token dropped.
-
-  The SRT paper (Sec. 3) uses the last block after the final LayerNorm (layer=-1, norm=True), as the official
+  The SRT paper (Sec. 3) uses the last block after the final LayerNorm (layer=-1, norm=True), as the authors'
   code does; Appendix E shows other layers.
 
   Args:
@@ -209,16 +199,22 @@ def features(model: ViT, layer: int = -1, norm: bool = True) -> ViTFeatures:
     norm: apply the final `encoder_norm` LayerNorm to the token map.
 
   Returns:
-    A hashable callable `apply_fn(params, x)`; `params` is the contents of the 'params' collection, `x` is
-    [B, H, W, C_in] float32, and the result is [B, H/p, W/p, width] float32.
+    A hashable `apply_fn(variables, x)` (`variables` is `{'params': ...}` or the bare params tree, see
+    `srjax.models`), `x` [B, H, W, C_in] float32 with H, W multiples of the patch size; the result is
+    [B, H/p, W/p, width] float32. It declares `.stride = (p, p)`.
+
+  Raises:
+    TypeError: model is not a ViT, or layer not an int.
+    ValueError: layer out of range.
   """
   if not isinstance(model, ViT):
-    raise TypeError(f'model must be a srjax.models.vit.ViT; got {type(model).__name__}')
+    checks.fail('model', type(model).__name__, 'a srjax.models.vit.ViT', error=TypeError)
   if not isinstance(layer, (int, np.integer)) or isinstance(layer, bool):
-    raise TypeError(f'layer must be an int; got {layer!r}')
+    checks.fail('layer', layer, 'an int', error=TypeError)
   if not -model.depth <= layer < model.depth:
-    raise ValueError(f'layer must be in [-{model.depth}, {model.depth}) for depth {model.depth}; got {layer}')
-  return ViTFeatures(model, int(layer), bool(norm))
+    checks.fail('layer', layer, f'an int in [-{model.depth}, {model.depth}) for depth {model.depth}')
+  p = int(model.patch_size)
+  return ModuleApply(model, None, (), (('layer', int(layer)), ('norm', bool(norm))), stride=(p, p))
 
 
 def config_from_torch(state_dict: Mapping[str, Any], num_heads: int) -> dict[str, Any]:
