@@ -53,5 +53,4 @@ MODELS = {'mlp': MLP, 'cnn': CNN}
 
 def build(name: str, num_classes: int, **kwargs) -> nn.Module:
   """Returns the classifier `name` ('mlp' or 'cnn')."""
-  checks.one_of('name', name, MODELS)
-  return MODELS[name](num_classes=num_classes, **kwargs)
+  return MODELS[checks.one_of('model name', name, MODELS)](num_classes=num_classes, **kwargs)
