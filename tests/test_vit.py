@@ -381,3 +381,30 @@ def test_config_from_torch_errors_name_the_key():
     vit.config_from_torch(dict(sd, pos_embed=np.zeros((1, 9, D16), np.float32),
                                reg_token=np.zeros((1, 4, D16), np.float32)), num_heads=H2)
   assert vit.config_from_torch(sd)['num_heads'] == 1  # width 16 // 64 -> at least one head
+
+
+@pytest.mark.parametrize('kwargs', [
+    dict(reg_tokens=4, no_embed_class=True, init_values=1e-5),   # vit_*_reg4_dinov2
+    dict(init_values=1e-5),                                      # vit_*_dinov2
+    dict(global_pool='avg', fc_norm=True, num_classes=3),        # global-pool + fc_norm head
+])
+def test_timm_model_converts_exactly(kwargs):
+  """When timm is installed: a random timm VisionTransformer converts and matches timm's own forward."""
+  torch = pytest.importorskip('torch')
+  timm_vit = pytest.importorskip('timm.models.vision_transformer')
+  torch.manual_seed(0)
+  net = timm_vit.VisionTransformer(img_size=56, patch_size=14, embed_dim=32, depth=2, num_heads=2, mlp_ratio=2,
+                                   **dict(dict(num_classes=0), **kwargs)).eval()
+  with torch.no_grad():  # randomise LayerScale and the zero-initialised tokens
+    for name, p in net.named_parameters():
+      if 'ls' in name or 'token' in name:
+        p.copy_(torch.randn_like(p))
+  sd = {k: v.detach().numpy() for k, v in net.state_dict().items()}
+  model, params = vit.from_torch(sd, num_heads=2)
+  x = np.random.RandomState(11).rand(2, 56, 56, 3).astype(np.float32)
+  with torch.no_grad():
+    xt = torch.tensor(x.transpose(0, 3, 1, 2))
+    tokens = net.forward_features(xt)[:, net.num_prefix_tokens:].numpy().reshape(2, 4, 4, 32)
+    out = net(xt).numpy()
+  np.testing.assert_allclose(np.asarray(vit.features(model)(params, jnp.asarray(x))), tokens, atol=1e-4)
+  np.testing.assert_allclose(np.asarray(model.apply({'params': params}, jnp.asarray(x))), out, atol=1e-4)
