@@ -17,6 +17,7 @@ I/O: the modules are pure, except the weight loaders, which read checkpoint file
 downloaded). `torch_pickle` parses a checkpoint's bytes without opening files itself.
 """
 from srjax.models import apply_fn
+from srjax.models import checkpoints
 from srjax.models import classifier
 from srjax.models import efficientnet
 from srjax.models import resnet
