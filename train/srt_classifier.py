@@ -2,8 +2,9 @@
 
   python -m train.srt_classifier --config configs/srt_classifier.py --workdir /tmp/srt_vit
 
-The eval scripts (`eval/srt_classify.py`, `eval/srt_segmentation.py`, `eval/srt_visualize.py`) and the
-self-distillation entry point (`train/srt_distill.py`) build this task and call `loop.run` themselves.
+The eval scripts (`eval/srt_classify.py`, `eval/srt_segmentation.py`, `eval/srt_visualize.py`) train or reload
+this task through `eval.scaffold.train_or_reload`; the self-distillation entry point (`train/srt_distill.py`)
+trains it as its teacher with `loop.run`.
 """
 from __future__ import annotations
 
