@@ -463,15 +463,25 @@ class Plan:
   """Everything about an SRT call that is fixed at trace time.
 
   Attributes:
-    n_img, height, width, chans: the (padded) input batch shape.
-    h, w, cf: feature-map size and channels.
-    py, px: the stride.
+    n_img: images B.
+    height: (padded) image height H.
+    width: (padded) image width W.
+    chans: input channels.
+    h: feature-map height.
+    w: feature-map width.
+    cf: feature channels C'.
+    py: vertical stride H / h.
+    px: horizontal stride W / w.
     offsets: [n_chunks, chunk, 2] int32 offsets (padded slots are (0, 0)).
     weights: [n_chunks, chunk] float32 multiplicities (0 for padded slots).
     n_total: N = sum of the multiplicities (the authors' divisor).
     pad: the largest |shift| (input padding width).
-    ky, kx: neighbour token ranges (kmin, kmax) read by back-shifted pixels.
-    reps_y, cls_y, reps_x, cls_x: pixel phase classes (see `_phase_classes`).
+    ky: neighbour token-row range (kmin, kmax) read by back-shifted pixels.
+    kx: the same for columns.
+    reps_y: a representative pixel phase of each row class (see `_phase_classes`).
+    cls_y: the row class of each of the py phases.
+    reps_x: the same for columns.
+    cls_x: the same for columns.
     inv_count: [cy, cx, 1, h, w, 1] 1 / count on (class, token) (0 where uncovered).
     inv_count_px: [H, W] the same per pixel.
     back_fill: 'exclude' or 'zeros'.
