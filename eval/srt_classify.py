@@ -42,8 +42,9 @@ import numpy as np  # pylint: disable=wrong-import-position
 from jax import lax  # pylint: disable=wrong-import-position
 from scipy import stats  # pylint: disable=wrong-import-position
 
-from eval import srt_common  # pylint: disable=wrong-import-position
-from srjax.srt import offsets_grid, srt  # pylint: disable=wrong-import-position
+from eval import scaffold, srt_common  # pylint: disable=wrong-import-position
+from srjax import checks  # pylint: disable=wrong-import-position
+from srjax.srt_lib import offsets_grid, shift, srt  # pylint: disable=wrong-import-position
 from srjax.models import resnet  # pylint: disable=wrong-import-position
 
 PAPER_TABLE6 = [  # CIFAR-10 accuracy (%), Lao et al. Appendix A
@@ -67,10 +68,9 @@ def logit_ensemble(apply_fn, variables: Any, x: jax.Array, offsets: tuple[tuple[
     [B, K] mean logits.
   """
   pad = max(max(abs(dy), abs(dx)) for dy, dx in offsets)
-  padded = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
 
   def one(o):
-    return apply_fn(variables, lax.dynamic_slice(padded, (0, pad - o[0], pad - o[1], 0), x.shape))
+    return apply_fn(variables, shift(x, o, 'zeros', max_shift=pad))
   return jnp.mean(lax.map(one, jnp.asarray(offsets, jnp.int32)), axis=0)
 
 
@@ -96,6 +96,7 @@ def paired(single_ok: np.ndarray, other_ok: np.ndarray) -> dict[str, Any]:
 
 def evaluate_seed(backbone: srt_common.Backbone, ds: Sequence[int], n_test: int, batch_size: int,
                   with_zeros: bool = True) -> list[dict]:
+  """Accuracy rows (single pass, SRT per d and back_fill, logits TTA) on the first n_test test images."""
   model, variables = backbone.model, backbone.variables
   x = backbone.test_set.images[:n_test]
   y = backbone.test_set.labels[:n_test]
@@ -121,36 +122,26 @@ def evaluate_seed(backbone: srt_common.Backbone, ds: Sequence[int], n_test: int,
   return rows
 
 
-def _parse_value(text: str) -> Any:
-  for cast in (int, float):
-    try:
-      return cast(text)
-    except ValueError:
-      pass
-  return text
-
-
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-  p = argparse.ArgumentParser(prog='python -m eval.srt_classify', description=__doc__.split('\n\n')[0])
-  p.add_argument('--out', default='results/srt_classify')
-  p.add_argument('--workdir', default=None, help='keep/reuse trained checkpoints here (one subfolder per seed)')
+def add_arguments(p: argparse.ArgumentParser) -> None:
+  """This script's flags (the scaffold adds --out, --workdir, --quick, --set)."""
   p.add_argument('--seeds', type=int, nargs='+', default=[0])
   p.add_argument('--ds', type=int, nargs='+', default=[1, 2, 3])
   p.add_argument('--preset', default='resnet20', help='configs/srt_classifier.py preset (a ResNet)')
   p.add_argument('--num-steps', type=int, default=500)
   p.add_argument('--n-test', type=int, default=1000)
   p.add_argument('--with-zeros', action='store_true', help="also SRT with back_fill='zeros' (the reference's)")
-  p.add_argument('--set', action='append', default=[], metavar='FIELD=VALUE',
-                 help='override a configs/srt_classifier.py field, e.g. --set data.source=tfds '
-                      '--set data.tfds_name=cifar10 --set data.tfds_dir=/data/tfds (repeatable; values are '
-                      'parsed as int/float when they look like one)')
-  p.add_argument('--quick', action='store_true', help='tiny network, 10 steps, 100 test digits, d=0,1')
-  return p.parse_args(argv)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+  """--workdir keeps/reuses the trained checkpoints (one subfolder per seed); --set overrides a
+  configs/srt_classifier.py field (values parsed as Python literals)."""
+  return scaffold.parse_args(__doc__.split('\n\n')[0], argv, default_out='results/srt_classify',
+                             add_arguments=add_arguments, prog='python -m eval.srt_classify')
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   args = parse_args(argv)
-  out = srt_common.prepare_out(args.out)
+  out = scaffold.prepare_out(args.out)
   overrides: dict[str, Any] = {'num_steps': args.num_steps}
   ds, n_test, preset = args.ds, args.n_test, args.preset
   if args.quick:
@@ -159,19 +150,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                  'optim.warmup_steps': 2, 'log_every': 5}
     ds, n_test = [0, 1], 100  # d = 0 must reproduce the single pass exactly (checked by the test)
   if any(d < 0 or d > 3 for d in ds):
-    raise ValueError(f'--ds must be in [0, 3] (token SRT needs |shift| < the stride 4 of the last map), got {ds}')
-  for item in args.set:
-    field, sep, value = item.partition('=')
-    if not sep:
-      raise ValueError(f'--set expects FIELD=VALUE, got {item!r}')
-    overrides[field] = _parse_value(value)
+    checks.fail('--ds', ds, 'values in [0, 3] (token SRT needs |shift| < the stride 4 of the last map)')
   t0 = time.time()
   per_seed = []
   for seed in args.seeds:
-    config = srt_common.classifier_config_for(preset, dict(overrides, seed=seed))
+    config = srt_common.classifier_config_for(preset, dict(overrides, seed=seed), args.set)
     if config.model != 'resnet':
-      raise ValueError(f'--preset must select a ResNet (model={config.model!r})')
-    workdir = os.path.join(args.workdir, f'seed{seed}') if args.workdir else None
+      checks.fail('--preset', preset, "a configs/srt_classifier.py preset with model='resnet'")
+    workdir = os.path.join(args.workdir[0], f'seed{seed}') if args.workdir else None
     backbone = srt_common.train_backbone(config, workdir)
     rows = evaluate_seed(backbone, ds, n_test, batch_size=50, with_zeros=args.with_zeros)
     for r in rows:
@@ -220,30 +206,27 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   ax.set_title(f'{preset} on MNIST subset ({len(args.seeds)} seed(s), {n_test} digits)')
   ax.legend(fontsize=8)
   fig.tight_layout()
-  fig.savefig(os.path.join(out, 'accuracy_vs_d.png'), dpi=120)
-  plt.close(fig)
+  scaffold.save_figure(fig, out, 'accuracy_vs_d')
 
   cols = ['method', 'd', 'offsets', 'accuracy (mean over seeds)', 'relative error reduced', 'fixed', 'broken',
           'pooled mcnemar_p']
   seed_cols = ['seed', 'method', 'd', 'offsets', 'accuracy', 'fixed', 'broken', 'mcnemar_p']
   accs = ', '.join(f'seed {rows[0]["seed"]}: {rows[0]["accuracy"]:.4f}' for rows in per_seed)
   md = [
-      '# SRT for classification (Appendix A)', '',
-      srt_common.command_line('eval.srt_classify', argv), '',
       f'Network: `configs/srt_classifier.py:{preset}` with {overrides}; trained with the shared loop on '
       f'data.source={config.data.source!r} ({len(backbone.train_set)} training images), evaluated on the first '
       f'{n_test} test images. Single-pass test accuracy per seed: {accs}. Wall time {time.time() - t0:.0f} s.', '',
       '## Summary (mean over seeds; relative error reduced in %; fixed/broken = discordant test images vs the '
       'single pass, summed over seeds; pooled exact McNemar test)', '',
-      srt_common.markdown_table(summary, cols), '',
+      scaffold.markdown_table(summary, cols), '',
       f'Appendix A claim (SRT at the last map reduces the error, by 5.6-6.3% relative on CIFAR-10): {verdict}', '',
       '## Per seed (mcnemar_p: exact two-sided test on the discordant pairs)', '',
-      srt_common.markdown_table([r for rows in per_seed for r in rows], seed_cols), '',
+      scaffold.markdown_table([r for rows in per_seed for r in rows], seed_cols), '',
       '## Paper, Table 6 (CIFAR-10; not comparable data, for reference)', '',
-      srt_common.markdown_table(PAPER_TABLE6, ['network', 'single', 'SRT', 'relative error reduced']), '',
+      scaffold.markdown_table(PAPER_TABLE6, ['network', 'single', 'SRT', 'relative error reduced']), '',
       '![accuracy vs d](accuracy_vs_d.png)', '']
-  with open(os.path.join(out, 'results.md'), 'w') as f:
-    f.write('\n'.join(md))
+  scaffold.write_results(out, 'SRT for classification (Appendix A)', ['\n'.join(md)], module='eval.srt_classify',
+                         argv=argv)
   return {'summary': summary, 'per_seed': per_seed}
 
 

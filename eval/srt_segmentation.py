@@ -30,9 +30,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
-import os
-import shutil
 import tempfile
 import time
 from typing import Any, Sequence
@@ -45,10 +42,12 @@ import jax  # pylint: disable=wrong-import-position
 import jax.numpy as jnp  # pylint: disable=wrong-import-position
 import numpy as np  # pylint: disable=wrong-import-position
 
+from configs import common as config_common  # pylint: disable=wrong-import-position
 from configs import srt_distill as distill_config  # pylint: disable=wrong-import-position
-from eval import srt_common  # pylint: disable=wrong-import-position
-from srjax.srt import srt  # pylint: disable=wrong-import-position
-from train import loop, srt_classifier, srt_distill  # pylint: disable=wrong-import-position
+from eval import scaffold, srt_common  # pylint: disable=wrong-import-position
+from srjax import checks  # pylint: disable=wrong-import-position
+from srjax.srt_lib import srt  # pylint: disable=wrong-import-position
+from train import metrics, srt_classifier, srt_distill  # pylint: disable=wrong-import-position
 
 THRESHOLD = 0.5
 
@@ -62,6 +61,9 @@ def fit_logistic(feats: jax.Array, labels: jax.Array, l2: float = 1e-3, iters: i
     labels: [N] in {0, 1}.
     l2: ridge penalty on the weights (not the bias), per example (the objective is a mean).
     iters: Newton steps (quadratic convergence; 25 is far past convergence for C <= a few hundred).
+
+  Returns:
+    [C + 1] float32 weights, the bias last.
   """
   n, c = feats.shape
   x = jnp.concatenate([feats, jnp.ones((n, 1), feats.dtype)], axis=1)
@@ -77,6 +79,7 @@ def fit_logistic(feats: jax.Array, labels: jax.Array, l2: float = 1e-3, iters: i
 
 
 def predict(w: np.ndarray, feats: np.ndarray) -> np.ndarray:
+  """Foreground decisions [N] bool of the probe `w` (from `fit_logistic`) on features [N, C]."""
   return (feats @ w[:-1] + w[-1]) > 0
 
 
@@ -88,7 +91,16 @@ def iou_scores(pred: np.ndarray, gt: np.ndarray) -> dict[str, float]:
 
 
 def pixel_features(method: str, d: int, feature_fn, params, images: np.ndarray, batch_size: int) -> np.ndarray:
-  """[N, H, W, C] pixel-resolution features of `images` for method 'nearest', 'bilinear' or 'srt'."""
+  """[N, H, W, C] pixel-resolution features of `images` for method 'nearest', 'bilinear' or 'srt'.
+
+  Args:
+    method: 'nearest', 'bilinear' or 'srt'.
+    d: SRT perturbation level (method 'srt').
+    feature_fn: the backbone's feature apply_fn.
+    params: its variables (or bare params, see `srjax.models`).
+    images: [N, H, W, C] float32.
+    batch_size: images per call.
+  """
   size = images.shape[1:3]
   if method == 'srt':
     fn = lambda b: srt(feature_fn, params, b, d=d, output='pixel', aggregate='mean')
@@ -98,10 +110,8 @@ def pixel_features(method: str, d: int, feature_fn, params, images: np.ndarray, 
   return srt_common.batched(fn, images, batch_size)
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-  p = argparse.ArgumentParser(prog='python -m eval.srt_segmentation', description=__doc__.split('\n\n')[0])
-  p.add_argument('--out', default='results/srt_segmentation')
-  p.add_argument('--workdir', default=None, help='keep/reuse the trained ViT checkpoint here')
+def add_arguments(p: argparse.ArgumentParser) -> None:
+  """This script's flags (the scaffold adds --out, --workdir, --quick, --set)."""
   p.add_argument('--ds', type=int, nargs='+', default=[1, 2, 3, 4])
   p.add_argument('--n-train', type=int, default=300, help='digits whose pixels train the probe')
   p.add_argument('--n-test', type=int, default=300)
@@ -109,8 +119,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                  help='also self-distil the ViT on its SRT features (configs/srt_distill.py, Eq. 6) and probe the '
                       "student's single pass")
   p.add_argument('--distill-steps', type=int, default=None, help='override configs/srt_distill.py num_steps')
-  p.add_argument('--quick', action='store_true')
-  return p.parse_args(argv)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+  """--workdir keeps/reuses the trained ViT checkpoint; --set overrides a configs/srt_classifier.py field."""
+  return scaffold.parse_args(__doc__.split('\n\n')[0], argv, default_out='results/srt_segmentation',
+                             add_arguments=add_arguments, prog='python -m eval.srt_segmentation')
 
 
 def distill_student(quick: bool, teacher_workdir: str, num_steps: int | None) -> tuple[Any, dict]:
@@ -121,46 +135,36 @@ def distill_student(quick: bool, teacher_workdir: str, num_steps: int | None) ->
     loss of the student and the teacher gap, i.e. the same loss for the teacher's single pass).
   """
   config = distill_config.get_config('smoke' if quick else None)
-  with config.unlocked():
-    config.teacher_workdir = teacher_workdir
-    if num_steps is not None:
-      config.num_steps = num_steps
-  workdir = tempfile.mkdtemp(prefix='srt_distill_')
-  try:
-    state = loop.run(config, workdir, srt_distill.build_task(config))
-    with open(os.path.join(workdir, 'metrics.jsonl')) as f:
-      last_eval = [r for r in map(json.loads, f) if r.get('split') == 'eval'][-1]
-  finally:
-    shutil.rmtree(workdir, ignore_errors=True)
+  config_common.override(config, {'teacher_workdir': teacher_workdir})
+  if num_steps is not None:
+    config_common.override(config, {'num_steps': num_steps})
+  with tempfile.TemporaryDirectory(prefix='srt_distill_') as workdir:
+    run = scaffold.train_or_reload(srt_distill.build_task, config, workdir)
+    last_eval = metrics.last_eval(workdir)
   info = {'num_steps': config.num_steps, 'd': config.d, 'loss': config.loss, 'lr': config.optim.learning_rate,
           'batch_size': config.batch_size, 'test distill loss': round(last_eval['loss'], 4),
           'test teacher gap (loss at step 0)': round(last_eval['teacher_gap'], 4)}
-  return jax.device_get(state.params), info
+  return run.params, info
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   args = parse_args(argv)
-  out = srt_common.prepare_out(args.out)
+  out = scaffold.prepare_out(args.out)
   t0 = time.time()
   preset, overrides, ds = None, {}, args.ds
   n_train, n_test = args.n_train, args.n_test
   if args.quick:
     preset, ds, n_train, n_test = 'smoke', [1, 2], 32, 32
-  config = srt_common.classifier_config_for(preset, overrides)
+  config = srt_common.classifier_config_for(preset, overrides, args.set)
   if config.model != 'vit':
-    raise ValueError('the segmentation probe uses the ViT backbone (config.model must be "vit")')
-  workdir, tmp = args.workdir, None
-  if args.distill and workdir is None:
-    tmp = workdir = tempfile.mkdtemp(prefix='srt_vit_')  # kept until the distillation has reloaded it
-  try:
+    checks.fail('config.model', config.model, "'vit' (the segmentation probe uses the ViT backbone)")
+  with tempfile.TemporaryDirectory(prefix='srt_vit_') as tmp:  # kept until the distillation has reloaded it
+    workdir = args.workdir[0] if args.workdir else (tmp if args.distill else None)
     backbone = srt_common.train_backbone(config, workdir)
     student, distill_info = (distill_student(args.quick, workdir, args.distill_steps) if args.distill
                              else (None, None))
-  finally:
-    if tmp is not None:
-      shutil.rmtree(tmp, ignore_errors=True)
   feature_fn = srt_classifier.feature_fn(backbone.model)
-  params = backbone.feature_params
+  params = backbone.variables
   x_train = backbone.train_set.images[:n_train]
   x_test = backbone.test_set.images[:n_test]
   gt_train = (x_train[..., 0] > THRESHOLD).reshape(-1)
@@ -201,8 +205,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   ax.set_title('MNIST foreground probe on ViT tokens (patch 4)')
   ax.legend()
   fig.tight_layout()
-  fig.savefig(os.path.join(out, 'miou_vs_d.png'), dpi=120)
-  plt.close(fig)
+  scaffold.save_figure(fig, out, 'miou_vs_d')
 
   show = ['nearest', 'bilinear'] + [f'SRT d={d}' for d in ds]
   k = min(4, n_test)
@@ -216,20 +219,17 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
       if i == 0:
         axes[i, j].set_title(title, fontsize=8)
   fig.tight_layout()
-  fig.savefig(os.path.join(out, 'examples.png'), dpi=110)
-  plt.close(fig)
+  scaffold.save_figure(fig, out, 'examples', dpi=110)
 
   best_srt = max(srt_rows, key=lambda r: r['mIoU'])
   claim = best_srt['mIoU'] > rows[1]['mIoU']
   md = [
-      '# SRT features for a dense task: MNIST foreground segmentation by a linear probe', '',
-      srt_common.command_line('eval.srt_segmentation', argv), '',
       f'Backbone: ViT `configs/srt_classifier.py{":" + preset if preset else ""}` (patch {config.vit.patch_size}, '
       f'width {config.vit.width}, depth {config.vit.depth}, {config.num_steps} steps), test accuracy '
       f'{backbone.test_accuracy:.4f}. Probe: logistic regression on {n_train} training digits '
       f'({n_train * 784} pixels), evaluated on {n_test} test digits. Ground truth: pixel > {THRESHOLD}. '
       f'Wall time {time.time() - t0:.0f} s.', '',
-      srt_common.markdown_table(rows, ['features', 'shifts', 'mIoU', 'IoU fg', 'IoU bg', 'train mIoU', 'seconds']),
+      scaffold.markdown_table(rows, ['features', 'shifts', 'mIoU', 'IoU fg', 'IoU bg', 'train mIoU', 'seconds']),
       '',
       f'Appendix C claim (interpolated features do worse than SRT): best SRT mIoU {best_srt["mIoU"]:.4f} '
       f'({best_srt["features"]}) vs bilinear {rows[1]["mIoU"]:.4f} -> '
@@ -244,8 +244,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         f'Self-distillation (Eq. 6, `train/srt_distill.py`, {distill_info}): the student\'s single pass '
         f'(nearest) scores mIoU {distilled[0]["mIoU"]:.4f}, the teacher\'s single pass {rows[0]["mIoU"]:.4f}, '
         f'the teacher\'s SRT d={dd} (the distillation target) {teacher_srt_txt}.', '']
-  with open(os.path.join(out, 'results.md'), 'w') as f:
-    f.write('\n'.join(md))
+  scaffold.write_results(out, 'SRT features for a dense task: MNIST foreground segmentation by a linear probe',
+                         ['\n'.join(md)], module='eval.srt_segmentation', argv=argv)
   return {'rows': rows, 'test_accuracy': backbone.test_accuracy}
 
 

@@ -25,7 +25,6 @@ Writes lite0_pca.png, vit_pca.png and results.md into --out.
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from typing import Any, Sequence
 
@@ -37,20 +36,12 @@ import jax  # pylint: disable=wrong-import-position
 import numpy as np  # pylint: disable=wrong-import-position
 import skimage.data  # pylint: disable=wrong-import-position
 
-from eval import srt_common  # pylint: disable=wrong-import-position
+from eval import scaffold, srt_common  # pylint: disable=wrong-import-position
 from srjax.models import efficientnet  # pylint: disable=wrong-import-position
-from srjax.srt import srt  # pylint: disable=wrong-import-position
+from srjax.srt_lib import offsets_grid, srt  # pylint: disable=wrong-import-position
 from train import srt_classifier  # pylint: disable=wrong-import-position
 
 PHOTOS = ('astronaut', 'chelsea', 'coffee', 'rocket')
-
-
-def step_grid(d: int, step: int) -> tuple[tuple[int, int], ...]:
-  """Offsets {-d, -d+step, ..., d}^2 (d divisible by step)."""
-  if d < 0 or step < 1 or d % step:
-    raise ValueError(f'need d >= 0, step >= 1 and step dividing d; got d={d}, step={step}')
-  r = range(-d, d + 1, step)
-  return tuple((dy, dx) for dy in r for dx in r)
 
 
 def pca_rgb(ref: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
@@ -85,7 +76,8 @@ def feature_panels(feature_fn, params, images: np.ndarray, offsets) -> list[dict
   return out
 
 
-def plot_grid(images: np.ndarray, panels: list[dict[str, np.ndarray]], path: str, title: str) -> None:
+def plot_grid(images: np.ndarray, panels: list[dict[str, np.ndarray]], out: str, name: str, title: str) -> None:
+  """One row per image: the image, then the panels of `feature_panels`; saved as out/<name>.png."""
   cols = ['image', 'single', 'bilinear', 'SRT', 'SRT variance', '|SRT - single|', '|bilinear - single|']
   fig, axes = plt.subplots(len(images), len(cols), figsize=(1.9 * len(cols), 2.0 * len(images)), squeeze=False)
   for i, img in enumerate(images):
@@ -103,8 +95,7 @@ def plot_grid(images: np.ndarray, panels: list[dict[str, np.ndarray]], path: str
         ax.set_title(col, fontsize=8)
   fig.suptitle(title, fontsize=9)
   fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
+  scaffold.save_figure(fig, out, name, dpi=110)
 
 
 def boundary_alignment(dist: np.ndarray, image: np.ndarray) -> float:
@@ -115,24 +106,26 @@ def boundary_alignment(dist: np.ndarray, image: np.ndarray) -> float:
   return float(np.corrcoef(dist.ravel(), g)[0, 1])
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-  p = argparse.ArgumentParser(prog='python -m eval.srt_visualize', description=__doc__.split('\n\n')[0])
-  p.add_argument('--out', default='results/srt_visualize')
-  p.add_argument('--workdir', default=None, help='keep/reuse the trained ViT checkpoint here')
+def add_arguments(p: argparse.ArgumentParser) -> None:
+  """This script's flags (the scaffold adds --out, --workdir, --quick, --set)."""
   p.add_argument('--lite-d', type=int, default=7, help='Lite0 shifts in [-d, d]^2 ...')
   p.add_argument('--lite-step', type=int, default=1, help='... every lite-step pixels')
-  p.add_argument('--quick', action='store_true')
-  return p.parse_args(argv)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+  """--workdir keeps/reuses the trained ViT checkpoint; --set overrides a configs/srt_classifier.py field."""
+  return scaffold.parse_args(__doc__.split('\n\n')[0], argv, default_out='results/srt_visualize',
+                             add_arguments=add_arguments, prog='python -m eval.srt_visualize')
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   args = parse_args(argv)
-  out = srt_common.prepare_out(args.out)
+  out = scaffold.prepare_out(args.out)
   t0 = time.time()
-  size, photos, lite_offsets, vit_d, n_digits, preset = (224, PHOTOS, step_grid(args.lite_d, args.lite_step), 3,
-                                                         4, None)
+  size, photos, lite_offsets, vit_d, n_digits, preset = (
+      224, PHOTOS, offsets_grid(args.lite_d, step=args.lite_step), 3, 4, None)
   if args.quick:
-    size, photos, lite_offsets, vit_d, n_digits, preset = 96, PHOTOS[1:2], step_grid(2, 2), 1, 2, 'smoke'
+    size, photos, lite_offsets, vit_d, n_digits, preset = 96, PHOTOS[1:2], offsets_grid(2, step=2), 1, 2, 'smoke'
 
   # EfficientNet-Lite0, real ImageNet weights.
   variables = efficientnet.load_pretrained()
@@ -141,16 +134,16 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                                               antialias=True)) for n in photos]).astype(np.float32)
   x = np.asarray(efficientnet.normalize(raw))
   lite_panels = feature_panels(efficientnet.features(model, 16), variables, x, lite_offsets)
-  plot_grid(raw, lite_panels, os.path.join(out, 'lite0_pca.png'),
+  plot_grid(raw, lite_panels, out, 'lite0_pca',
             f'EfficientNet-Lite0 (ImageNet), stride-16 features, {len(lite_offsets)} shifts')
 
   # The ViT trained here on MNIST.
-  config = srt_common.classifier_config_for(preset)
-  backbone = srt_common.train_backbone(config, args.workdir)
+  config = srt_common.classifier_config_for(preset, None, args.set)
+  backbone = srt_common.train_backbone(config, args.workdir[0] if args.workdir else None)
   digits = backbone.test_set.images[:n_digits]
-  vit_panels = feature_panels(srt_classifier.feature_fn(backbone.model), backbone.feature_params, digits,
-                              tuple((dy, dx) for dy in range(-vit_d, vit_d + 1) for dx in range(-vit_d, vit_d + 1)))
-  plot_grid(digits, vit_panels, os.path.join(out, 'vit_pca.png'),
+  vit_panels = feature_panels(srt_classifier.feature_fn(backbone.model), backbone.variables, digits,
+                              offsets_grid(vit_d))
+  plot_grid(digits, vit_panels, out, 'vit_pca',
             f'ViT patch {config.vit.patch_size} trained on MNIST, last block, d={vit_d}')
 
   rows = []
@@ -160,19 +153,17 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                    'corr(SRT - single, grad)': boundary_alignment(p['|SRT - single|'], imgs[i]),
                    'corr(bilinear - single, grad)': boundary_alignment(p['|bilinear - single|'], imgs[i]),
                    'corr(SRT variance, grad)': boundary_alignment(p['SRT variance'], imgs[i])})
-  md = ['# SRT feature visualisation (Fig. 2, Fig. 4)', '',
-        srt_common.command_line('eval.srt_visualize', argv), '',
-        f'Lite0: {len(photos)} bundled photos at {size}x{size}, stride-16 features (112 ch), '
+  md = [f'Lite0: {len(photos)} bundled photos at {size}x{size}, stride-16 features (112 ch), '
         f'{len(lite_offsets)} shifts. ViT: {n_digits} MNIST test digits, d={vit_d} '
         f'(test accuracy of the ViT {backbone.test_accuracy:.4f}). Wall time {time.time() - t0:.0f} s.', '',
         'Fig. 4 says the SRT "noise" (distance to the single pass) concentrates on semantic boundaries while '
         'interpolation differences form a grid. As a number, the Pearson correlation of each map (L2 distance '
         'of SRT / bilinear features to the single pass; SRT standard deviation over shifts) with the image '
         'gradient magnitude |grad I| at the same pixel:', '',
-        srt_common.markdown_table(rows, list(rows[0])), '',
+        scaffold.markdown_table(rows, list(rows[0])), '',
         '![Lite0](lite0_pca.png)', '', '![ViT](vit_pca.png)', '']
-  with open(os.path.join(out, 'results.md'), 'w') as f:
-    f.write('\n'.join(md))
+  scaffold.write_results(out, 'SRT feature visualisation (Fig. 2, Fig. 4)', ['\n'.join(md)],
+                         module='eval.srt_visualize', argv=argv)
   return {'rows': rows}
 
 

@@ -10,6 +10,7 @@ from srjax import signals
 from srjax import sweep
 from srjax import threshold
 from srjax import wavelet
-from srjax.srt import srt
+from srjax import srt_lib
+from srjax.srt_lib import srt
 
 __version__ = '0.1.0'

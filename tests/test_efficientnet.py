@@ -136,9 +136,9 @@ def test_conversion_rejects_wrong_state_dicts(torch_sd):
 
 def test_argument_validation():
   model = efficientnet.EfficientNetLite0()
-  with pytest.raises(ValueError, match='stride must be one of'):
+  with pytest.raises(ValueError, match='stride: got 64; accepted: one of'):
     efficientnet.features(model, 64)
-  with pytest.raises(ValueError, match='depthwise must be one of'):
+  with pytest.raises(ValueError, match="depthwise: got 'fft'; accepted: one of"):
     efficientnet.EfficientNetLite0(depthwise='fft').init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
-  with pytest.raises(ValueError, match=r'images01 must be \[H, W, 3\]'):
+  with pytest.raises(ValueError, match=r'images01: got .*\[H, W, 3\]'):
     efficientnet.preprocess(jnp.zeros((5, 5)))

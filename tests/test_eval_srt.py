@@ -11,7 +11,7 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 
 from eval import srt_classify, srt_common, srt_segmentation, srt_visualize
-from srjax.srt import shift
+from srjax.srt_lib import shift
 
 
 @pytest.fixture(scope='module')

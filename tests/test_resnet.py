@@ -114,12 +114,12 @@ def test_batchnorm_state_and_group_norm_batch_independence(small_cifar):
 
 
 def test_argument_validation():
-  with pytest.raises(ValueError, match='depth must be 6n'):
+  with pytest.raises(ValueError, match=r'depth: got 21; accepted: 6n \+ 2'):
     resnet.cifar_resnet(21)
   model = resnet.resnet20()
-  with pytest.raises(ValueError, match=r'stage must be an int in \[-3, 2\], got 3'):
+  with pytest.raises(ValueError, match=r'stage: got 3; accepted: an int in \[-3, 2\]'):
     resnet.features(model, 3)
-  with pytest.raises(ValueError, match='stage must be in'):
+  with pytest.raises(ValueError, match=r'stage: got -4; accepted: an integer in \[-3, 2\]'):
     resnet.feature_stride(model, -4)
-  with pytest.raises(ValueError, match='norm must be one of'):
+  with pytest.raises(ValueError, match="norm: got 'layer'; accepted: one of"):
     resnet.ResNet(norm='layer').init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)))

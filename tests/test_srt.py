@@ -6,6 +6,9 @@ offsets (the reference), back_fill='exclude' averages each pixel over the offset
 """
 from __future__ import annotations
 
+import dataclasses
+import math
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -13,7 +16,8 @@ import numpy as np
 import pytest
 
 from srjax.models import vit
-from srjax.srt import offsets_grid, shift, srt
+from srjax import srt_lib
+from srjax.srt_lib import offsets_grid, shift, srt
 
 # ---------------------------------------------------------------------------------------------------------
 # Toy feature extractors (module-level functions: hashable, so srt's jit cache is shared across tests).
@@ -231,7 +235,7 @@ def test_chunk_size_does_not_change_result(toy):
   params, _, img = toy
   ref_tok = srt(patch_model, params, img, d=2, chunk_size=25, aggregate='mean_var')
   ref_pix = srt(patch_model, params, img, d=2, chunk_size=25, output='pixel')
-  for chunk in (1, 7):  # 7 -> 4 chunks of 7 with 3 zero-weight padding slots
+  for chunk in (1, 7):  # 7 -> 5 chunks of 5 (plan_chunks); chunk_size=4 below pads one slot
     tok = srt(patch_model, params, img, d=2, chunk_size=chunk, aggregate='mean_var')
     np.testing.assert_allclose(np.asarray(tok[0]), np.asarray(ref_tok[0]), rtol=1e-6)
     np.testing.assert_allclose(np.asarray(tok[1]), np.asarray(ref_tok[1]), **VAR_TOL)
@@ -292,7 +296,7 @@ def test_stats_stride8_phase_classes(toy, back_fill):
 
 
 def test_phase_classes():
-  from srjax.srt import _phase_classes  # pylint: disable=g-import-not-at-top
+  from srjax._src.srt import _phase_classes  # pylint: disable=g-import-not-at-top
   reps, cls = _phase_classes(np.arange(-3, 4), 16)
   np.testing.assert_array_equal(cls, [0, 1, 2] + [3] * 10 + [4, 5, 6])
   np.testing.assert_array_equal(cls[reps], np.arange(7))
@@ -364,8 +368,7 @@ def test_compiles_once(toy, tiny_vit):
 
 
 def _cache_size():
-  import importlib
-  return importlib.import_module('srjax.srt')._srt_jit._cache_size()
+  return srt_lib.cache_size()
 
 
 @pytest.mark.parametrize('kwargs,exc,name', [
@@ -403,3 +406,131 @@ def test_large_shift_allowed_on_pixel_path(toy):
   expected, _, _ = np_pixel_stats(maps, masks, 'exclude')
   out = srt(patch_model, params, img, offsets=offs, output='pixel')
   np.testing.assert_allclose(np.asarray(out), expected, rtol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Shift with traced per-image offsets, the stepped grid, repeated offsets and chunk plans.
+
+
+def test_shift_traced_per_image_offsets(toy):
+  _, _, img = toy
+  img3 = jnp.concatenate([img, img[:1] * 2.0])
+  offs = np.array([[1, -2], [0, 0], [-3, 2]], np.int32)
+  for padding in ('zeros', 'edge', 'reflect'):
+    got = jax.jit(lambda x, o, p=padding: shift(x, o, p, max_shift=3))(img3, jnp.asarray(offs))
+    for b in range(3):
+      np.testing.assert_array_equal(np.asarray(got[b]), np_shift(np.asarray(img3[b:b + 1]), *offs[b], padding)[0])
+  one = jax.jit(lambda x, o: shift(x, o, max_shift=2))(img, jnp.asarray([2, -1]))  # one traced offset for all
+  np.testing.assert_array_equal(np.asarray(one), np_shift(np.asarray(img), 2, -1, 'zeros'))
+  with pytest.raises(ValueError, match='max_shift'):
+    shift(img, jnp.asarray([1, 1]))
+
+
+def test_offsets_grid_step():
+  grid = offsets_grid(4, step=2)
+  assert grid == tuple((dy, dx) for dy in (-4, -2, 0, 2, 4) for dx in (-4, -2, 0, 2, 4))
+  assert offsets_grid(2, step=1) == offsets_grid(2)
+  assert offsets_grid(1, reference=True)[-1] == (0, 0) and len(offsets_grid(1, reference=True)) == 10
+  with pytest.raises(ValueError, match='step'):
+    offsets_grid(3, step=2)
+
+
+def test_repeated_offsets_run_once_and_count_twice(toy):
+  """The reference grid counts the identity twice: srt runs it once (one fewer forward) with weight 2, and every
+  statistic equals the brute force over the offsets with their repeats."""
+  params, _, img = toy
+  offs = offsets_grid(1, reference=True)  # 10 offsets, 9 distinct
+  batches = []
+
+  def counted(p, x):
+    batches.append(x.shape[0])  # traced batch sizes
+    return patch_model(p, x)
+  maps, masks = np_samples(patch_model, params, img, offs)
+  for back_fill in ('exclude', 'zeros'):
+    p_mean, p_var, _ = np_pixel_stats(maps, masks, back_fill)
+    t_mean, t_var, _ = np_token_stats(maps, masks, back_fill, P)
+    mean, var = srt(counted, params, img, offsets=offs, output='pixel', aggregate='mean_var', back_fill=back_fill,
+                    chunk_size=9)
+    np.testing.assert_allclose(np.asarray(mean), p_mean, rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(var), p_var, **VAR_TOL)
+    mean, var = srt(patch_model, params, img, offsets=offs, aggregate='mean_var', back_fill=back_fill)
+    np.testing.assert_allclose(np.asarray(mean), t_mean, rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(var), t_var, **VAR_TOL)
+  assert 9 * img.shape[0] in batches and 10 * img.shape[0] not in batches
+  # The median keeps every sample, repeats included.
+  _, _, p_med = np_pixel_stats(maps, masks, 'exclude')
+  np.testing.assert_allclose(np.asarray(srt(patch_model, params, img, offsets=offs, output='pixel',
+                                            aggregate='median')), p_med, rtol=1e-6)
+
+
+def test_plan_chunks_wastes_few_forwards():
+  assert srt_lib.plan_chunks(49, 1, 8) == (7, 7)   # no padded slot
+  assert srt_lib.plan_chunks(9, 1, 8) == (2, 5)    # one padded slot
+  assert srt_lib.plan_chunks(50, 1, 8) == (10, 5)  # no padded slot
+  for n in range(1, 60):
+    for chunk in range(1, 12):
+      n_chunks, c = srt_lib.plan_chunks(n, 1, chunk)
+      balanced = math.ceil(n / math.ceil(n / chunk)) * math.ceil(n / chunk)  # the former plan's forwards
+      assert c <= chunk and n_chunks * c >= n and n_chunks * c - n < c
+      assert n_chunks * c <= balanced
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Strides: declared by srjax feature extractors, checked; images the model would crop are errors or padded.
+
+
+@pytest.fixture(scope='module')
+def vit16():
+  model = vit.ViT(patch_size=16, width=8, depth=1, mlp_dim=16, num_heads=2, posemb_grid=(2, 2), exact_gelu=True)
+  shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)))['params']
+  rng = np.random.RandomState(3)
+  params = jax.tree.map(lambda s: jnp.asarray(rng.randn(*s.shape) * 0.5, jnp.float32), shapes)
+  return vit.features(model), params
+
+
+def crop16(params, x):
+  """A stride-16 patch model without a declared stride that crops like a VALID conv (floor(H / 16) tokens)."""
+  del params
+  b, hh, ww, c = x.shape
+  h, w = hh // 16, ww // 16
+  return x[:, :16 * h, :16 * w].reshape(b, h, 16, w, 16, c).mean((2, 4))
+
+
+@pytest.mark.parametrize('size', [(30, 32), (40, 40), (20, 32)])  # 20: floor(2H / 16) = 2 floor(H / 16)
+def test_image_the_model_would_crop_is_an_error(vit16, size):
+  fn, params = vit16
+  assert fn.stride == (16, 16)
+  img = jnp.asarray(np.random.RandomState(4).rand(1, *size, 3), jnp.float32)
+  with pytest.raises(ValueError, match=r'img: got .*multiple of the stride \(16, 16\).*pad_mode'):
+    srt(fn, params, img, d=1)
+  with pytest.raises(ValueError, match='multiples of the patch size 16'):
+    fn(params, img)  # the ViT itself refuses to crop
+  with pytest.raises(ValueError, match='crops or pads'):  # no declared stride: the probe catches it
+    srt(crop16, None, img, d=1)
+
+
+@pytest.mark.parametrize('pad_mode', ['zeros', 'edge'])
+def test_pad_mode_pads_bottom_right_and_crops_back(vit16, pad_mode):
+  fn, params = vit16
+  img = np.random.RandomState(5).rand(1, 40, 40, 3).astype(np.float32)
+  padded = np.pad(img, ((0, 0), (0, 8), (0, 8), (0, 0)), mode={'zeros': 'constant', 'edge': 'edge'}[pad_mode])
+  tok = srt(fn, params, jnp.asarray(img), d=1, pad_mode=pad_mode)
+  chex.assert_shape(tok, (1, 3, 3, 8))
+  np.testing.assert_allclose(np.asarray(tok), np.asarray(srt(fn, params, jnp.asarray(padded), d=1)), atol=1e-5)
+  pix = srt(fn, params, jnp.asarray(img), d=1, output='pixel', pad_mode=pad_mode)
+  chex.assert_shape(pix, (1, 40, 40, 8))
+  ref = srt(fn, params, jnp.asarray(padded), d=1, output='pixel')
+  np.testing.assert_allclose(np.asarray(pix), np.asarray(ref)[:, :40, :40], atol=1e-5)
+
+
+def test_declared_stride_must_match_the_feature_map(toy):
+  params, _, img = toy
+
+  @dataclasses.dataclass(frozen=True)
+  class Liar:
+    stride: int = 2
+
+    def __call__(self, p, x):
+      return patch_model(p, x)  # stride 4, declares 2
+  with pytest.raises(ValueError, match='declared stride'):
+    srt(Liar(), params, img, d=1)

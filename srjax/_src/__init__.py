@@ -1,0 +1,1 @@
+"""Private implementation modules (optax's `_src` convention): import the public names from `srjax.<module>`."""
