@@ -1,7 +1,10 @@
 """srjax: noise as a resource in deep learning (stochastic resonance and its relatives) in JAX/Flax.
 
-The public API. Each submodule is one concept; see `DESIGN.md` for the map.
+The public API. Each submodule is one concept: srt_lib (SRT), sweep (SR curves), threshold and wavelet
+(multiscale threshold SR), noise and inject (positive noise), nsde, attack and attribution (the NSDE study),
+models, data, signals, and checks (the one argument-error format).
 """
+from srjax import checks
 from srjax import data
 from srjax import inject
 from srjax import noise

@@ -21,13 +21,12 @@ import time
 def worker(model: str, steps: int, batch_size: int) -> dict[str, float]:
   import jax  # pylint: disable=g-import-not-at-top
   from configs import classifier as classifier_config  # pylint: disable=g-import-not-at-top
+  from configs import common as config_common  # pylint: disable=g-import-not-at-top
   from eval.bench import common  # pylint: disable=g-import-not-at-top
   from train import checkpoint, loop  # pylint: disable=g-import-not-at-top
   from train.classifier import build_task  # pylint: disable=g-import-not-at-top
 
-  config = classifier_config.get_config()
-  with config.unlocked():
-    config.model, config.batch_size = model, batch_size
+  config = config_common.override(classifier_config.get_config(), {'model': model, 'batch_size': batch_size})
   task = build_task(config)
   mesh = loop.make_mesh()
   replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
