@@ -1,7 +1,12 @@
 """Fields every training config shares: the loop's schedule, checkpoints, optimizer and data source."""
 from __future__ import annotations
 
+import ast
+from typing import Any, Mapping, Sequence
+
 import ml_collections
+
+from srjax import checks
 
 
 def loop_config() -> ml_collections.ConfigDict:
@@ -32,6 +37,46 @@ def loop_config() -> ml_collections.ConfigDict:
   return config
 
 
+def override(config: ml_collections.ConfigDict,
+             overrides: Mapping[str, Any] | Sequence[str]) -> ml_collections.ConfigDict:
+  """Sets dotted fields of `config` in place and returns it (the one place overrides are applied).
+
+  Args:
+    config: the config (locked or not; an unknown field is an error either way).
+    overrides: {'data.source': 'tfds', ...}, or strings 'data.source=tfds' whose values are parsed as Python
+      literals ('10', '1e-3', 'True', "(1, 2)") and otherwise kept as strings.
+
+  Returns:
+    `config`.
+
+  Raises:
+    ValueError: a string without '=', or a field the config does not have.
+  """
+  if not isinstance(overrides, Mapping):
+    pairs = {}
+    for item in overrides:
+      if '=' not in item:
+        checks.fail('override', item, "'field.path=value'")
+      dotted, text = item.split('=', 1)
+      try:
+        pairs[dotted.strip()] = ast.literal_eval(text)
+      except (ValueError, SyntaxError):
+        pairs[dotted.strip()] = text
+    overrides = pairs
+  with config.unlocked():
+    for dotted, value in overrides.items():
+      target = config
+      *parents, leaf = dotted.split('.')
+      for name in parents:
+        if not isinstance(target, ml_collections.ConfigDict) or name not in target:
+          checks.fail('override', dotted, 'a field of the config')
+        target = target[name]
+      if not isinstance(target, ml_collections.ConfigDict) or leaf not in target:
+        checks.fail('override', dotted, 'a field of the config')
+      target[leaf] = value
+  return config
+
+
 def presets(config: ml_collections.ConfigDict, arg: str | None,
             table: dict[str, dict[str, object]]) -> ml_collections.ConfigDict:
   """Applies the preset `arg` (a key of `table`, whose values map dotted field names to values) and locks.
@@ -40,13 +85,6 @@ def presets(config: ml_collections.ConfigDict, arg: str | None,
     ValueError: `arg` names no preset.
   """
   if arg:
-    if arg not in table:
-      raise ValueError(f'config preset {arg!r} is unknown; accepted: {", ".join(sorted(table))}')
-    for dotted, value in table[arg].items():
-      target = config
-      *parents, leaf = dotted.split('.')
-      for name in parents:
-        target = target[name]
-      target[leaf] = value
+    override(config, table[checks.one_of('config preset', arg, sorted(table))])
   config.lock()
   return config

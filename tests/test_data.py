@@ -8,6 +8,7 @@ import pytest
 from srjax import data
 from srjax.data import spectro
 from srjax.data.batches import batch_indices
+from tests import tfds_tiny
 
 
 @pytest.mark.parametrize('source, shape', [('mnist', (28, 28, 1)), ('digits', (8, 8, 1))])
@@ -29,6 +30,18 @@ def test_unknown_source_and_split():
     data.load('imagenet')
   with pytest.raises(ValueError, match='split'):
     data.load('digits', 'validation')
+
+
+def test_tfds_reads_back_a_prepared_dataset(tmp_path):
+  name = tfds_tiny.prepare(str(tmp_path))
+  for split in ('train', 'test'):
+    got = data.load('tfds', split, name=name, data_dir=str(tmp_path))
+    images, labels = tfds_tiny.examples(split)
+    order = np.lexsort(images.reshape(len(images), -1).T)   # TFDS shuffles on write: compare as sets of rows
+    got_order = np.lexsort((got.images * 255).round().astype(np.uint8).reshape(len(got), -1).T)
+    np.testing.assert_array_equal((got.images[got_order] * 255).round().astype(np.uint8), images[order])
+    np.testing.assert_array_equal(got.labels[got_order], labels[order])
+    assert got.num_classes == 10 and got.images.dtype == np.float32
 
 
 def test_tfds_requires_data_dir_and_prepared_data(tmp_path):

@@ -13,6 +13,7 @@ import jax
 import numpy as np
 import pytest
 
+from tests import tfds_tiny
 from tests.conftest import ROOT
 from train import checkpoint
 
@@ -139,6 +140,16 @@ def test_missing_tfds_fails_fast(tmp_path):
   assert proc.returncode != 0
   assert 'not prepared' in proc.stderr and 'tfds build mnist' in proc.stderr
   assert time.time() - start < 60
+
+
+def test_classifier_trains_on_a_prepared_tfds_dataset(tmp_path):
+  name = tfds_tiny.prepare(str(tmp_path / 'tfds'))
+  workdir = tmp_path / 'w'
+  _train(workdir, '--config.data.source=tfds', f'--config.data.tfds_name={name}',
+         f'--config.data.tfds_dir={tmp_path / "tfds"}', '--config.model=mlp', '--config.num_steps=40',
+         '--config.batch_size=16', '--config.eval_every=40', '--config.optim.learning_rate=0.01')
+  final = [r for r in _records(workdir, 'eval') if r['step'] == 40]
+  assert final and final[0]['accuracy'] > 0.5   # chance is 0.1; the 24 test images come from the TFDS files
 
 
 def _free_port() -> int:

@@ -12,7 +12,6 @@ batches are a pure function of the step, so a resumed run ends with exactly the 
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import time
 from typing import Any, Callable, Iterable
@@ -26,7 +25,9 @@ import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 from tqdm.auto import tqdm
 
+from srjax import checks
 from train import checkpoint
+from train.metrics import MetricsWriter
 
 Params = Any
 ModelState = Any
@@ -115,30 +116,9 @@ def make_train_step(task: Task, train_rng: jax.Array, mesh: jax.sharding.Mesh):
 
 def _validate(config: ml_collections.ConfigDict) -> None:
   for name in ('num_steps', 'batch_size', 'log_every', 'eval_every', 'checkpoint_every', 'keep'):
-    if int(config[name]) <= 0:
-      raise ValueError(f'config.{name} must be a positive integer, got {config[name]}')
+    checks.integer(f'config.{name}', config[name], 1)
   if config.batch_size % jax.device_count():
-    raise ValueError(f'config.batch_size={config.batch_size} must be divisible by the device count '
-                     f'{jax.device_count()}')
-
-
-class MetricsWriter:
-  """Appends one JSON object per line to workdir/metrics.jsonl (process 0 only)."""
-
-  def __init__(self, workdir: str, resume_step: int):
-    self.path = os.path.join(workdir, 'metrics.jsonl')
-    self.enabled = jax.process_index() == 0
-    if self.enabled and os.path.exists(self.path):
-      # Drop records from steps after the checkpoint we resume from: they are about to be recomputed.
-      with open(self.path) as f:
-        kept = [line for line in f if line.strip() and json.loads(line)['step'] <= resume_step]
-      with open(self.path, 'w') as f:
-        f.writelines(kept)
-
-  def write(self, record: dict[str, Any]) -> None:
-    if self.enabled:
-      with open(self.path, 'a') as f:
-        f.write(json.dumps(record) + '\n')
+    checks.fail('config.batch_size', config.batch_size, f'a multiple of the device count {jax.device_count()}')
 
 
 def _mean_metrics(records: list[dict[str, Any]]) -> dict[str, float]:

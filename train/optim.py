@@ -4,16 +4,16 @@ from __future__ import annotations
 import ml_collections
 import optax
 
+from srjax import checks
+
 OPTIMIZERS = ('adam', 'adamw', 'sgd')
 SCHEDULES = ('constant', 'cosine')
 
 
 def make_optimizer(optim: ml_collections.ConfigDict, num_steps: int) -> optax.GradientTransformation:
   """Returns the optimizer named by `optim.name` with its learning-rate schedule and optional clipping."""
-  if optim.name not in OPTIMIZERS:
-    raise ValueError(f'optim.name={optim.name!r} is unknown; accepted: {", ".join(OPTIMIZERS)}')
-  if optim.schedule not in SCHEDULES:
-    raise ValueError(f'optim.schedule={optim.schedule!r} is unknown; accepted: {", ".join(SCHEDULES)}')
+  checks.one_of('optim.name', optim.name, OPTIMIZERS)
+  checks.one_of('optim.schedule', optim.schedule, SCHEDULES)
   if optim.schedule == 'cosine':
     lr = optax.warmup_cosine_decay_schedule(0.0, optim.learning_rate, max(optim.warmup_steps, 1),
                                             max(num_steps, optim.warmup_steps + 1))

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from srjax import checks
+
 
 def batch_indices(step: int, batch_size: int, num_examples: int, *, seed: int = 0,
                   process_index: int = 0, process_count: int = 1) -> np.ndarray:
@@ -16,9 +18,9 @@ def batch_indices(step: int, batch_size: int, num_examples: int, *, seed: int = 
     [batch_size // process_count] int64 indices.
   """
   if batch_size % process_count:
-    raise ValueError(f'batch_size={batch_size} must be divisible by process_count={process_count}')
+    checks.fail('batch_size', batch_size, f'a multiple of process_count={process_count}')
   if batch_size > num_examples:
-    raise ValueError(f'batch_size={batch_size} exceeds the number of examples {num_examples}')
+    checks.fail('batch_size', batch_size, f'at most the number of examples, {num_examples}')
   start = step * batch_size
   positions = np.arange(start, start + batch_size)
   epochs, offsets = np.divmod(positions, num_examples)

@@ -6,6 +6,8 @@ from typing import Sequence
 import flax.linen as nn
 import jax
 
+from srjax import checks
+
 
 class MLP(nn.Module):
   """A ReLU multilayer perceptron on flattened images.
@@ -51,6 +53,4 @@ MODELS = {'mlp': MLP, 'cnn': CNN}
 
 def build(name: str, num_classes: int, **kwargs) -> nn.Module:
   """Returns the classifier `name` ('mlp' or 'cnn')."""
-  if name not in MODELS:
-    raise ValueError(f'model name {name!r} is unknown; accepted: {", ".join(MODELS)}')
-  return MODELS[name](num_classes=num_classes, **kwargs)
+  return MODELS[checks.one_of('model name', name, MODELS)](num_classes=num_classes, **kwargs)

@@ -1,0 +1,209 @@
+"""The one experiment scaffold every `python -m eval.<name>` script builds on.
+
+- `parse_args`: the shared preamble (`--out`, `--workdir` (repeatable), `--quick`, `--set field=value`).
+- `prepare_out`, `write_results`, `markdown_table`, `save_figure`: the output folder, `results.md` (with the exact
+  command line that produced it) and PNG figures.
+- `RowStore`: a resumable JSONL store of finished rows, so a killed experiment resumes where it stopped.
+- `train_or_reload`: train a task with the shared loop, or reload a finished workdir without training.
+- `progress`: the progress bar for long loops over runs or rows.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import shutil
+import sys
+import tempfile
+from typing import Any, Callable, Iterable, Sequence
+
+import jax
+import ml_collections
+from tqdm.auto import tqdm
+
+from train import loop
+
+
+def parse_args(description: str, argv: Sequence[str] | None = None, *, default_out: str,
+               add_arguments: Callable[[argparse.ArgumentParser], None] | None = None,
+               prog: str | None = None) -> argparse.Namespace:
+  """Parses the flags every eval script shares, plus its own.
+
+  Args:
+    description: the script's one-paragraph description (shown by --help).
+    argv: the arguments (None: the process's own).
+    default_out: the default output folder.
+    add_arguments: adds the script's own flags to the parser.
+    prog: the program name shown by --help (e.g. 'python -m eval.sr_mnist').
+
+  Returns:
+    The namespace, with `out` (str), `workdir` (list of str, [] when none), `quick` (bool) and `set` (list of
+    'field=value' strings, the config overrides for `configs.common.override`).
+  """
+  parser = argparse.ArgumentParser(prog=prog, description=description,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument('--out', default=default_out, help='output folder (results.md, figures, rows.jsonl)')
+  parser.add_argument('--workdir', action='append', default=[],
+                      help='a trained workdir to evaluate (repeatable); none: train what is needed')
+  parser.add_argument('--quick', action='store_true', help='tiny settings: a smoke test in seconds')
+  parser.add_argument('--set', action='append', default=[], metavar='FIELD=VALUE',
+                      help='config override, e.g. --set data.source=tfds (repeatable)')
+  if add_arguments is not None:
+    add_arguments(parser)
+  return parser.parse_args(argv)
+
+
+def prepare_out(out: str) -> str:
+  """Creates the output folder `out` (and its parents) if needed; returns it."""
+  os.makedirs(out, exist_ok=True)
+  return out
+
+
+def command_line(module: str, argv: Sequence[str] | None = None) -> str:
+  """'python -m <module> <args>' (argv None: the process's own arguments)."""
+  args = sys.argv[1:] if argv is None else list(argv)
+  return f'python -m {module} {" ".join(args)}'.rstrip()
+
+
+def format_value(value: Any) -> str:
+  """A table cell: floats with 4 decimals, everything else as str."""
+  if isinstance(value, float):
+    return f'{value:.4f}'
+  return str(value)
+
+
+def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
+  """`rows` as a Markdown table with the given column order (missing cells are empty)."""
+  lines = ['| ' + ' | '.join(columns) + ' |', '|' + '---|' * len(columns)]
+  lines += ['| ' + ' | '.join(format_value(r.get(c, '')) for c in columns) + ' |' for r in rows]
+  return '\n'.join(lines)
+
+
+def write_results(out: str, title: str, sections: Sequence[str], *, module: str,
+                  argv: Sequence[str] | None = None) -> str:
+  """Writes `out/results.md`: '# title', the command that produced it, then each section (Markdown).
+
+  The file is written to a temporary name and renamed, so a crash never leaves a half-written report.
+
+  Returns:
+    The path of results.md.
+  """
+  prepare_out(out)
+  text = '\n\n'.join([f'# {title}', f'Command: `{command_line(module, argv)}`', *sections]).rstrip() + '\n'
+  path = os.path.join(out, 'results.md')
+  with open(path + '.tmp', 'w') as f:
+    f.write(text)
+  os.replace(path + '.tmp', path)
+  return path
+
+
+def save_figure(fig: Any, out: str, name: str, *, dpi: int = 120) -> str:
+  """Saves a matplotlib figure as `out/<name>.png` and closes it; returns the file name (relative to out)."""
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  prepare_out(out)
+  filename = f'{name}.png'
+  fig.savefig(os.path.join(out, filename), dpi=dpi, bbox_inches='tight')
+  plt.close(fig)
+  return filename
+
+
+class RowStore:
+  """A resumable store of finished experiment rows: one JSON object per line in a JSONL file.
+
+  Each row is written (and fsynced) as soon as it is added, so a crash loses at most the row in progress. A torn
+  last line left by a crash is ignored on reading and closed off before the next append. A row added again under
+  the same key replaces the earlier one.
+  """
+
+  def __init__(self, path: str):
+    self.path = path
+    self._rows: dict[str, dict[str, Any]] = {}
+    if os.path.exists(path):
+      with open(path) as f:
+        for line in f:
+          try:
+            record = json.loads(line)
+          except json.JSONDecodeError:
+            continue
+          if isinstance(record, dict) and 'key' in record:
+            self._rows[str(record['key'])] = record['row']
+
+  def __contains__(self, key: str) -> bool:
+    return key in self._rows
+
+  def __len__(self) -> int:
+    return len(self._rows)
+
+  def get(self, key: str) -> dict[str, Any] | None:
+    """The row stored under `key`, or None."""
+    return self._rows.get(key)
+
+  def rows(self) -> list[dict[str, Any]]:
+    """Every stored row, in the order their keys were first added."""
+    return list(self._rows.values())
+
+  def add(self, key: str, row: dict[str, Any]) -> dict[str, Any]:
+    """Stores `row` (JSON-serialisable) under `key` and syncs it to disk; returns it."""
+    key = str(key)
+    line = json.dumps({'key': key, 'row': row})
+    os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+    torn = False
+    if os.path.exists(self.path) and os.path.getsize(self.path) > 0:
+      with open(self.path, 'rb') as f:
+        f.seek(-1, os.SEEK_END)
+        torn = f.read(1) != b'\n'
+    with open(self.path, 'a') as f:
+      f.write(('\n' if torn else '') + line + '\n')
+      f.flush()
+      os.fsync(f.fileno())
+    self._rows[key] = row
+    return row
+
+
+@dataclasses.dataclass
+class TrainedRun:
+  """A task trained (or reloaded) by the shared loop, as host NumPy arrays.
+
+  Attributes:
+    config: the run's config.
+    workdir: its workdir (None when it trained in a temporary folder, now deleted).
+    params: the trained params.
+    model_state: the model state ({} for models without mutable state).
+    step: the step the params are from.
+  """
+  config: ml_collections.ConfigDict
+  workdir: str | None
+  params: Any
+  model_state: Any
+  step: int
+
+
+def train_or_reload(build_task: Callable[[ml_collections.ConfigDict], loop.Task], config: ml_collections.ConfigDict,
+                    workdir: str | None) -> TrainedRun:
+  """Trains `build_task(config)` with the shared loop in `workdir`, resuming a partial run there; a finished
+  run is reloaded without training.
+
+  Args:
+    build_task: the entry point's `build_task`.
+    config: its config.
+    workdir: the run's folder; None trains in a temporary folder that is deleted afterwards.
+
+  Returns:
+    The `TrainedRun`.
+  """
+  tmp = None
+  if workdir is None:
+    tmp = tempfile.mkdtemp(prefix='srjax_run_')
+  try:
+    state = loop.run(config, workdir or tmp, build_task(config))
+    host = jax.device_get(state)
+  finally:
+    if tmp is not None:
+      shutil.rmtree(tmp, ignore_errors=True)
+  return TrainedRun(config, workdir, host.params, host.model_state, int(host.step))
+
+
+def progress(iterable: Iterable[Any], desc: str, total: int | None = None) -> Iterable[Any]:
+  """A tqdm progress bar over `iterable` (refreshed at most once a second)."""
+  return tqdm(iterable, desc=desc, total=total, dynamic_ncols=True, mininterval=1.0)

@@ -1,0 +1,40 @@
+"""srjax.checks: one message format (argument, value received, what is accepted) for every argument error."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from srjax import checks
+
+
+def test_one_of():
+  assert checks.one_of('norm', 'L2', ('L2', 'Linf')) == 'L2'
+  with pytest.raises(ValueError, match=r"^norm: got 'L3'; accepted: one of 'L2', 'Linf'$"):
+    checks.one_of('norm', 'L3', ('L2', 'Linf'))
+
+
+def test_in_range_open_and_closed_ends():
+  assert checks.in_range('alpha', 0.0, 0.0, 1.0, high_open=True) == 0.0
+  with pytest.raises(ValueError, match=r'^alpha: got 1.0; accepted: a number in \[0.0, 1.0\)$'):
+    checks.in_range('alpha', 1.0, 0.0, 1.0, high_open=True)
+  with pytest.raises(ValueError, match=r'sigma: got -0.1; accepted: a number in \[0, inf\)'):
+    checks.in_range('sigma', -0.1, 0)
+  with pytest.raises(ValueError, match='nan'):
+    checks.in_range('sigma', float('nan'), 0)
+  with pytest.raises(TypeError, match="eps: got 'big'"):
+    checks.in_range('eps', 'big', 0)
+
+
+def test_integer_and_arrays():
+  assert checks.integer('draws', 3, 1) == 3
+  with pytest.raises(ValueError, match=r'draws: got 0; accepted: an integer in \[1, inf\)'):
+    checks.integer('draws', 0, 1)
+  with pytest.raises(TypeError, match='draws: got 2.5'):
+    checks.integer('draws', 2.5, 1)
+  with pytest.raises(TypeError):
+    checks.integer('draws', True, 1)
+  checks.all_in_range('levels', np.linspace(0, 1, 5), 0, 1)
+  with pytest.raises(ValueError, match=r'levels: got 1.5; accepted: finite values in \[0, 1\]'):
+    checks.all_in_range('levels', [0.0, 1.5], 0, 1)
+  with pytest.raises(ValueError, match='images: got an array of shape'):
+    checks.fail('images', np.zeros((2, 3)), 'an [N, H, W, C] array')
