@@ -2,6 +2,8 @@
 
 The public API. Each submodule is one concept; see `DESIGN.md` for the map.
 """
+from srjax import attack
+from srjax import attribution
 from srjax import data
 from srjax import models
 from srjax import signals
