@@ -121,6 +121,31 @@ def test_attacks_stay_in_ball_and_box_when_the_box_binds(toy):
       assert x_adv.min() >= 0.0 and x_adv.max() <= 1.0
 
 
+def bump(params, x):
+  """Two classes; the CE of class 0 peaks at x = c (an interior point of the ball) and class 0 always wins."""
+  q = jnp.sum((x.reshape(x.shape[0], -1) - params['c']) ** 2, axis=-1)
+  return jnp.stack([jnp.zeros_like(q), -10.0 * q - 1.0], axis=-1)
+
+
+@pytest.mark.parametrize('norm', ['L2', 'Linf'])
+def test_apgd_step_size_rule_converges_to_an_interior_maximum(toy, norm):
+  """With the initial step 2 eps the iterates overshoot c; only the checkpoint halvings let them settle there.
+
+  Without the halving (a fixed eta = 2 eps) the best point stays about 0.2 eps (L2) or 1 eps (Linf) from c.
+  """
+  rng = np.random.default_rng(6)
+  eps = 0.2 if norm == 'L2' else 0.05
+  d = rng.normal(size=(B, D))
+  offset = 0.5 * eps * (d / np.linalg.norm(d, axis=1, keepdims=True) if norm == 'L2'
+                        else np.sign(d) * rng.uniform(0.2, 1.0, size=(B, D)))
+  c = toy['x'].reshape(B, -1) + offset
+  x_adv, success = attack.apgd(bump, {'c': jnp.asarray(c, jnp.float32)}, toy['x'], np.zeros(B, np.int32), eps=eps,
+                               norm=norm, key=jax.random.key(0), return_success=True)
+  assert not np.asarray(success).any()
+  dist = _norm(np.asarray(x_adv).reshape(B, -1) - c, norm)
+  assert dist.max() < 0.05 * eps
+
+
 def test_apgd_checkpoint_schedule():
   # N = 100: windows 22, 19, 16, ..., then 6 (0.22 N, minus 0.03 N each time, at least 0.06 N).
   windows = [22, 19, 16, 13, 10, 7, 6, 6]
