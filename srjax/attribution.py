@@ -119,8 +119,8 @@ def integrated_gradients(apply_fn: Callable[..., jax.Array], params: Any, x: jax
   """
   x, target, baseline = _validate(x, target, baseline)
   chunk = _validate_model(steps, method, chunk, stochastic, key, draws)
-  return _integrated_gradients(apply_fn, params, x, target, baseline, _key_or_dummy(key), steps=steps,
-                               method=method, chunk=chunk, stochastic=bool(stochastic), draws=draws)
+  return _integrated_gradients(apply_fn, params, x, target, baseline, _key_or_dummy(key), _path(method, steps, chunk),
+                               stochastic=bool(stochastic), draws=draws)
 
 
 def noise_tunnel(apply_fn: Callable[..., jax.Array], params: Any, x: jax.Array, target: Any, *, key: jax.Array,
@@ -164,9 +164,16 @@ def noise_tunnel(apply_fn: Callable[..., jax.Array], params: Any, x: jax.Array, 
   checks.in_range('stdev', stdev, 0.0)
   x, target, baseline = _validate(x, target, baseline)
   chunk = _validate_model(steps, method, chunk, stochastic, model_key, draws)
-  return _noise_tunnel(apply_fn, params, x, target, baseline, key, _key_or_dummy(model_key), jnp.float32(stdev),
-                       n_samples=n_samples, nt_type=nt_type, attribution=attribution, steps=steps, method=method,
-                       chunk=chunk, stochastic=bool(stochastic), draws=draws)
+  mean, mean_sq = _noise_tunnel(apply_fn, params, x, target, baseline, key, _key_or_dummy(model_key),
+                                jnp.float32(stdev), _path(method, steps, chunk), n_samples=n_samples,
+                                attribution=attribution, stochastic=bool(stochastic), draws=draws)
+  if nt_type == 'smoothgrad':
+    out = mean
+  elif nt_type == 'smoothgrad_sq':
+    out = mean_sq
+  else:
+    out = mean_sq - mean * mean
+  return out.astype(x.dtype)
 
 
 class Stability(NamedTuple):
@@ -225,8 +232,8 @@ def stability(apply_fn: Callable[..., jax.Array], params: Any, x: jax.Array, tar
   x, target, baseline = _validate(x, target, baseline)
   chunk = _validate_model(steps, method, chunk, stochastic, model_key, draws)
   rel, rel_max, log_abs = _stability(apply_fn, params, x, target, baseline, key, _key_or_dummy(model_key),
-                                     jnp.float32(radius), n_samples=n_samples, steps=steps, method=method,
-                                     chunk=chunk, stochastic=bool(stochastic), draws=draws)
+                                     jnp.float32(radius), _path(method, steps, chunk), n_samples=n_samples,
+                                     stochastic=bool(stochastic), draws=draws)
   return Stability(rel, rel_max, log_abs)
 
 
@@ -285,9 +292,9 @@ def abc(apply_fn: Callable[..., jax.Array], params: Any, x: jax.Array, *, key: j
   chunk = _validate_model(steps, method, chunk, stochastic, key, draws)
   dim = int(np.prod(x.shape[1:]))
   n_mutate = max(1, int(round(fraction * dim)))
-  score, label = _abc(apply_fn, params, x, baseline, key, n_samples=n_samples, n_mutate=n_mutate, steps=steps,
-                      method=method, chunk=chunk, sample_chunk=min(sample_chunk, n_samples),
-                      stochastic=bool(stochastic), draws=draws)
+  score, label = _abc(apply_fn, params, x, baseline, key, _path(method, steps, chunk), n_samples=n_samples,
+                      n_mutate=n_mutate, sample_chunk=min(sample_chunk, n_samples), stochastic=bool(stochastic),
+                      draws=draws)
   return ABC(score, label)
 
 
@@ -402,12 +409,17 @@ def _score_grad(apply_fn, params, target, keys, stochastic):
   return g
 
 
-def _ig_core(apply_fn, params, x, target, baseline, keys, *, steps, method, chunk, stochastic):
+def _path(method, steps, chunk):
+  """The quadrature as traced arrays [n_chunks, chunk] (zero-weight padding), so the rule is not a compile key."""
   alphas, weights = quadrature(method, steps)
   n_chunks = -(-steps // chunk)
   pad = n_chunks * chunk - steps
   alphas = np.concatenate([alphas, np.zeros(pad)]).reshape(n_chunks, chunk).astype(np.float32)
   weights = np.concatenate([weights, np.zeros(pad)]).reshape(n_chunks, chunk).astype(np.float32)
+  return jnp.asarray(alphas), jnp.asarray(weights)
+
+
+def _ig_core(apply_fn, params, x, target, baseline, keys, path, *, stochastic):
   grad = _score_grad(apply_fn, params, target, keys, stochastic)
   diff = x - baseline
 
@@ -416,7 +428,7 @@ def _ig_core(apply_fn, params, x, target, baseline, keys, *, steps, method, chun
     gs = jax.vmap(lambda ai: grad(baseline + ai * diff))(a)
     return acc + jnp.tensordot(w, gs.astype(jnp.float32), axes=1), None
 
-  total, _ = jax.lax.scan(body, jnp.zeros(x.shape, jnp.float32), (jnp.asarray(alphas), jnp.asarray(weights)))
+  total, _ = jax.lax.scan(body, jnp.zeros(x.shape, jnp.float32), path)
   return (diff * total).astype(x.dtype)
 
 
@@ -424,43 +436,33 @@ def _model_keys(key, draws, stochastic):
   return jax.random.split(key, draws) if stochastic else None
 
 
-@functools.partial(jax.jit, static_argnames=('apply_fn', 'steps', 'method', 'chunk', 'stochastic', 'draws'))
-def _integrated_gradients(apply_fn, params, x, target, baseline, key, *, steps, method, chunk, stochastic,
-                          draws):
-  return _ig_core(apply_fn, params, x, target, baseline, _model_keys(key, draws, stochastic), steps=steps,
-                  method=method, chunk=chunk, stochastic=stochastic)
-
-
-def _attribute(apply_fn, params, x, target, baseline, keys, *, attribution, steps, method, chunk, stochastic):
-  if attribution == 'gradient':
-    return _score_grad(apply_fn, params, target, keys, stochastic)(x).astype(x.dtype)
-  return _ig_core(apply_fn, params, x, target, baseline, keys, steps=steps, method=method, chunk=chunk,
+@functools.partial(jax.jit, static_argnames=('apply_fn', 'stochastic', 'draws'))
+def _integrated_gradients(apply_fn, params, x, target, baseline, key, path, *, stochastic, draws):
+  return _ig_core(apply_fn, params, x, target, baseline, _model_keys(key, draws, stochastic), path,
                   stochastic=stochastic)
 
 
-@functools.partial(jax.jit, static_argnames=('apply_fn', 'n_samples', 'nt_type', 'attribution', 'steps', 'method',
-                                             'chunk', 'stochastic', 'draws'))
-def _noise_tunnel(apply_fn, params, x, target, baseline, key, model_key, stdev, *, n_samples, nt_type,
-                  attribution, steps, method, chunk, stochastic, draws):
+def _attribute(apply_fn, params, x, target, baseline, keys, path, *, attribution, stochastic):
+  if attribution == 'gradient':
+    return _score_grad(apply_fn, params, target, keys, stochastic)(x).astype(x.dtype)
+  return _ig_core(apply_fn, params, x, target, baseline, keys, path, stochastic=stochastic)
+
+
+@functools.partial(jax.jit, static_argnames=('apply_fn', 'n_samples', 'attribution', 'stochastic', 'draws'))
+def _noise_tunnel(apply_fn, params, x, target, baseline, key, model_key, stdev, path, *, n_samples, attribution,
+                  stochastic, draws):
   keys = _model_keys(model_key, draws, stochastic)
 
   def body(carry, s):
     total, total_sq = carry
     noisy = x + stdev * jax.random.normal(jax.random.fold_in(key, s), x.shape, x.dtype)
-    a = _attribute(apply_fn, params, noisy, target, baseline, keys, attribution=attribution, steps=steps,
-                   method=method, chunk=chunk, stochastic=stochastic).astype(jnp.float32)
+    a = _attribute(apply_fn, params, noisy, target, baseline, keys, path, attribution=attribution,
+                   stochastic=stochastic).astype(jnp.float32)
     return (total + a, total_sq + a * a), None
 
   zeros = jnp.zeros(x.shape, jnp.float32)
   (total, total_sq), _ = jax.lax.scan(body, (zeros, zeros), jnp.arange(n_samples))
-  mean, mean_sq = total / n_samples, total_sq / n_samples
-  if nt_type == 'smoothgrad':
-    out = mean
-  elif nt_type == 'smoothgrad_sq':
-    out = mean_sq
-  else:
-    out = mean_sq - mean * mean
-  return out.astype(x.dtype)
+  return total / n_samples, total_sq / n_samples
 
 
 def _flat_norms(v):
@@ -468,13 +470,12 @@ def _flat_norms(v):
   return jnp.sqrt(jnp.sum(flat * flat, axis=1)), jnp.sum(jnp.abs(flat), axis=1)
 
 
-@functools.partial(jax.jit, static_argnames=('apply_fn', 'n_samples', 'steps', 'method', 'chunk', 'stochastic',
-                                             'draws'))
-def _stability(apply_fn, params, x, target, baseline, key, model_key, radius, *, n_samples, steps, method, chunk,
-               stochastic, draws):
+@functools.partial(jax.jit, static_argnames=('apply_fn', 'n_samples', 'stochastic', 'draws'))
+def _stability(apply_fn, params, x, target, baseline, key, model_key, radius, path, *, n_samples, stochastic,
+               draws):
   keys = _model_keys(model_key, draws, stochastic)
-  ig = functools.partial(_ig_core, apply_fn, params, target=target, baseline=baseline, keys=keys, steps=steps,
-                         method=method, chunk=chunk, stochastic=stochastic)
+  ig = functools.partial(_ig_core, apply_fn, params, target=target, baseline=baseline, keys=keys, path=path,
+                         stochastic=stochastic)
   a0 = ig(x=x)
   norm0, _ = _flat_norms(a0)
   denom = jnp.maximum(norm0, _TINY)
@@ -498,15 +499,14 @@ def _predict_labels(apply_fn, params, x, keys, stochastic):
   return jnp.argmax(probs.mean(0), axis=-1).astype(jnp.int32)
 
 
-@functools.partial(jax.jit, static_argnames=('apply_fn', 'n_samples', 'n_mutate', 'steps', 'method', 'chunk',
-                                             'sample_chunk', 'stochastic', 'draws'))
-def _abc(apply_fn, params, x, baseline, key, *, n_samples, n_mutate, steps, method, chunk, sample_chunk,
-         stochastic, draws):
+@functools.partial(jax.jit, static_argnames=('apply_fn', 'n_samples', 'n_mutate', 'sample_chunk', 'stochastic',
+                                             'draws'))
+def _abc(apply_fn, params, x, baseline, key, path, *, n_samples, n_mutate, sample_chunk, stochastic, draws):
   k_attr, k_label, k_mutate, k_predict = jax.random.split(key, 4)
   batch = x.shape[0]
   label = _predict_labels(apply_fn, params, x, _model_keys(k_label, draws, stochastic), stochastic)
-  attr = _ig_core(apply_fn, params, x, label, baseline, _model_keys(k_attr, draws, stochastic), steps=steps,
-                  method=method, chunk=chunk, stochastic=stochastic)
+  attr = _ig_core(apply_fn, params, x, label, baseline, _model_keys(k_attr, draws, stochastic), path,
+                  stochastic=stochastic)
   flat_x = x.reshape(batch, -1)
   flat_b = baseline.reshape(batch, -1)
   diff = flat_x - flat_b
