@@ -6,6 +6,7 @@ from srjax import attack
 from srjax import attribution
 from srjax import data
 from srjax import models
+from srjax import nsde
 from srjax import signals
 from srjax import threshold
 from srjax import wavelet
