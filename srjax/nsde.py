@@ -265,7 +265,7 @@ def apply(model: ConvNeXt, variables: Any, x: jax.Array, key: jax.Array, *, sigm
       checks.fail('noise_map', noise_map, f'a [B, H, W] or [B, H, W, 1] map with (B, H, W) = {x.shape[:3]}')
   p = variables['params']
   parts = model.parts()
-  y = parts['stem'].apply({'params': p['stem']}, x)
+  y = parts['stem'].apply({'params': p['stem']}, model.standardize(x))
   smooth = smoothing if noise == 'smoothed' else 0.0
   for s, blocks in enumerate(parts['blocks']):
     if s:

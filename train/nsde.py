@@ -70,7 +70,8 @@ def build_model(config: ml_collections.ConfigDict, num_classes: int) -> convnext
                   'per-example map: pass one to srjax.nsde.apply at evaluation)')
   checks.integer('model.test_draws', m.test_draws, 1)
   return convnext.build(m.variant, num_classes, stem_patch=m.stem_patch, layer_scale_init=m.layer_scale_init,
-                        drop_path_rate=m.drop_path_rate, depthwise=m.depthwise)
+                        drop_path_rate=m.drop_path_rate, depthwise=m.depthwise, input_mean=m.input_mean,
+                        input_std=m.input_std)
 
 
 def make_apply(config: ml_collections.ConfigDict, model: convnext.ConvNeXt) -> Callable:

@@ -183,6 +183,10 @@ class ConvNeXt(nn.Module):
     drop_path_rate: stochastic-depth rate of the last block, linearly increasing from 0 over all blocks
       (timm's schedule).
     depthwise: 'shift' or 'conv'.
+    input_mean, input_std: inputs are standardised as (x - input_mean) / input_std before the stem (timm
+      models expect the data pipeline to do this; here it is part of the model, so attacks and attributions
+      work in the [0, 1] input space). Spectrograms in [0, 1] with a large mean need it: a patchify conv of an
+      offset input followed by LayerNorm is dominated by the offset, and training stalls.
 
   Call: `model.apply(variables, x, deterministic=True)` with x [B, H, W, C_in] float32, H and W divisible by
   stem_patch * 2^(len(depths) - 1); returns [B, num_classes] float32 logits. Training with drop_path_rate > 0
@@ -198,6 +202,12 @@ class ConvNeXt(nn.Module):
   layer_scale_init: float = 1e-6
   drop_path_rate: float = 0.0
   depthwise: str = 'shift'
+  input_mean: float = 0.0
+  input_std: float = 1.0
+
+  def standardize(self, x: jax.Array) -> jax.Array:
+    """(x - input_mean) / input_std, the first operation of the forward pass."""
+    return (x - self.input_mean) / self.input_std
 
   def drop_rates(self) -> list[list[float]]:
     """Stochastic-depth rate of each block, per stage: linear from 0 to drop_path_rate (timm)."""
@@ -225,11 +235,12 @@ class ConvNeXt(nn.Module):
     checks.one_of('depthwise', self.depthwise, DEPTHWISE)
     if len(self.depths) != len(self.dims) or not self.depths or min(self.depths) < 1:
       checks.fail('depths', tuple(self.depths), f'one positive depth per stage ({len(self.dims)} dims)')
+    checks.in_range('input_std', self.input_std, 0.0, low_open=True)
 
   @nn.compact
   def __call__(self, x: jax.Array, deterministic: bool = True) -> jax.Array:
     self.check()
-    x = Stem(self.dims[0], self.stem_patch, name='stem')(x)
+    x = Stem(self.dims[0], self.stem_patch, name='stem')(self.standardize(x))
     for s, rates in enumerate(self.drop_rates()):
       if s:
         x = Downsample(self.dims[s], name=f'stage{s}_down')(x)
@@ -244,7 +255,8 @@ def build(name: str, num_classes: int, **overrides: Any) -> ConvNeXt:
   Args:
     name: a key of VARIANTS.
     num_classes: logits per example.
-    **overrides: other `ConvNeXt` attributes (stem_patch, layer_scale_init, drop_path_rate, depthwise).
+    **overrides: other `ConvNeXt` attributes (stem_patch, layer_scale_init, drop_path_rate, depthwise,
+      input_mean, input_std).
 
   Raises:
     ValueError: unknown variant or depthwise implementation.
