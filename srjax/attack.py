@@ -277,21 +277,21 @@ def _random_sphere(key, x, eps, norm):
 
 @functools.partial(jax.jit, static_argnames=('apply_fn', 'norm', 'steps', 'eot', 'stochastic', 'return_success'))
 def _apgd(apply_fn, params, x, y, eps, key, rho, *, norm, steps, eot, stochastic, return_success):
-  evaluate, predict = _evaluator(apply_fn, params, y, eot, stochastic)
+  # One lax.scan over steps + 2 iterations, and the model appears once in the compiled program: iteration -2
+  # evaluates the clean input (is it already misclassified?), iteration -1 the random start, iterations
+  # 0..steps-1 are APGD's steps. (Separate evaluations before the loop would triple the program to compile.)
+  evaluate, _ = _evaluator(apply_fn, params, y, eot, stochastic)
   eps_b = _bcast(eps, x)
-  k_start, k_clean, k_iter = jax.random.split(key, 3)
-  clean_wrong = jnp.argmax(predict(x, k_clean), -1) != y
-
+  k_start, k_iter = jax.random.split(key)
   x0 = _random_sphere(k_start, x, eps_b, norm)
-  loss0, g0, p0 = evaluate(x0, jax.random.fold_in(k_iter, 0))
-  fooled0 = jnp.argmax(p0, -1) != y
   flags, windows = _schedule(steps)
   batch = x.shape[0]
+  zeros = jnp.zeros(batch, jnp.float32)
   init = dict(
-      x=x0, x_old=x0, g=g0, eta=2.0 * eps,
-      x_best=x0, g_best=g0, loss_best=loss0, prev_loss=loss0, n_up=jnp.zeros(batch, jnp.int32),
-      best_at_check=loss0, halved_at_check=jnp.ones(batch, bool),
-      fooled=fooled0, x_fool=x0)
+      x=x0, x_old=x0, g=jnp.zeros_like(x), eta=2.0 * eps,
+      x_best=x0, g_best=jnp.zeros_like(x), loss_best=zeros, prev_loss=zeros, n_up=jnp.zeros(batch, jnp.int32),
+      best_at_check=zeros, halved_at_check=jnp.ones(batch, bool),
+      fooled=jnp.zeros(batch, bool), x_fool=x0, clean_wrong=jnp.zeros(batch, bool))
 
   def body(s, inputs):
     i, is_check, window = inputs
@@ -299,9 +299,10 @@ def _apgd(apply_fn, params, x, y, eps, key, rho, *, norm, steps, eot, stochastic
     eta = _bcast(s['eta'], x)
     z = _project(s['x'] + eta * _direction(s['g'], norm), x, eps_b, norm)
     x_new = _project(s['x'] + a * (z - s['x']) + (1.0 - a) * (s['x'] - s['x_old']), x, eps_b, norm)
-    loss, g, probs = evaluate(x_new, jax.random.fold_in(k_iter, i + 1))
-
+    point = jnp.where(i == -2, x, jnp.where(i == -1, x0, x_new))
+    loss, g, probs = evaluate(point, jax.random.fold_in(k_iter, i + 2))
     wrong = jnp.argmax(probs, -1) != y
+
     x_fool = jnp.where(_bcast(wrong, x), x_new, s['x_fool'])
     n_up = s['n_up'] + (loss > s['prev_loss']).astype(jnp.int32)
     better = loss > s['loss_best']
@@ -313,20 +314,26 @@ def _apgd(apply_fn, params, x, y, eps, key, rho, *, norm, steps, eot, stochastic
     stalled = jnp.logical_not(s['halved_at_check']) & (s['best_at_check'] >= loss_best)
     cut = (oscillating | stalled) & is_check
     restart = _bcast(cut, x)
-    return dict(
+    stepped = dict(
         x=jnp.where(restart, x_best, x_new), x_old=s['x'], g=jnp.where(restart, g_best, g),
         eta=jnp.where(cut, 0.5 * s['eta'], s['eta']),
         x_best=x_best, g_best=g_best, loss_best=loss_best, prev_loss=loss,
         n_up=jnp.where(is_check, 0, n_up),
         best_at_check=jnp.where(is_check, loss_best, s['best_at_check']),
         halved_at_check=jnp.where(is_check, cut, s['halved_at_check']),
-        fooled=s['fooled'] | wrong, x_fool=x_fool), None
+        fooled=s['fooled'] | wrong, x_fool=x_fool, clean_wrong=s['clean_wrong'])
+    started = dict(s, g=g, g_best=g, loss_best=loss, prev_loss=loss, best_at_check=loss, fooled=wrong)
+    clean = dict(s, clean_wrong=wrong)
+    new = jax.tree.map(lambda c, st, sp: jnp.where(i == -2, c, jnp.where(i == -1, st, sp)), clean, started,
+                       stepped)
+    return new, None
 
-  xs = (jnp.arange(steps), jnp.asarray(flags), jnp.asarray(windows))
+  xs = (jnp.arange(-2, steps), jnp.asarray(np.concatenate([[False, False], flags])),
+        jnp.asarray(np.concatenate([[0, 0], windows]).astype(np.int32)))
   s, _ = jax.lax.scan(body, init, xs)
   x_adv = jnp.where(_bcast(s['fooled'], x), s['x_fool'], s['x_best'])
-  x_adv = jnp.where(_bcast(clean_wrong, x), x, x_adv).astype(x.dtype)
-  success = s['fooled'] | clean_wrong
+  x_adv = jnp.where(_bcast(s['clean_wrong'], x), x, x_adv).astype(x.dtype)
+  success = s['fooled'] | s['clean_wrong']
   return (x_adv, success) if return_success else x_adv
 
 
