@@ -28,8 +28,9 @@ def variables():
   return {'params': jax.tree.unflatten(tree, noisy)}
 
 
-@functools.partial(jax.jit, static_argnames=('sigma', 'noise', 'solver', 'path'))
+@functools.partial(jax.jit, static_argnames=('noise', 'solver', 'path'))
 def _nsde(variables, x, key, noise_map=None, *, sigma, noise='brownian', solver='diffrax', path='folded'):
+  # sigma is traced, so every sigma shares one compile per (noise, solver, path).
   return nsde.apply(MODEL, variables, x, key, sigma=sigma, noise=noise, noise_map=noise_map, solver=solver,
                     path=path)
 

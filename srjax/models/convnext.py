@@ -44,6 +44,7 @@ VARIANTS: dict[str, dict[str, tuple[int, ...]]] = {
     'nano': dict(depths=(2, 2, 8, 2), dims=(80, 160, 320, 640)),
     'tiny': dict(depths=(3, 3, 9, 3), dims=(96, 192, 384, 768)),
     'cpu': dict(depths=(1, 1, 2), dims=(24, 48, 96)),   # this library's small CPU variant (3 stages)
+    'micro': dict(depths=(1, 1), dims=(8, 16)),         # for tests and smoke runs only
 }
 DEPTHWISE = ('shift', 'conv')
 LN_EPS = 1e-6
