@@ -1,7 +1,7 @@
 """Robustness and explanation quality of the NSDE ConvNeXt against its ConvNeXt (arXiv 2409.01532, Sec. 4).
 
-    python -m eval.robustness [--workdir DIR ...] [--out results/robustness] [--quick] [--n-test 200]
-                              [--n-attr 64] [--apgd-steps 100] [--eot 4] [--draws 4] [--ig-steps 32]
+    python -m eval.robustness [--workdir DIR ...] [--out results/robustness] [--quick] [--n-test 100]
+                              [--n-attr 32] [--apgd-steps 100] [--eot 2] [--draws 2] [--ig-steps 16]
                               [--set field=value ...]
 
 With no --workdir it trains both models with the main job's default config (`configs/spectro.py`: the NSDE,
@@ -9,10 +9,14 @@ and the ConvNeXt with `model.kind=convnext`) in `<out>/runs/{nsde,convnext}` thr
 evaluates them; a rerun reuses those runs and every finished row. Each --workdir must hold a finished run of
 `python -m train.nsde` (either kind); a workdir without a checkpoint is a one-line error.
 
-Cost: dominated by APGD (steps x eot forward/backward passes per example, per eps) and by the integrated
-gradients of the attribution metrics (ig_steps x draws passes per example, times 1 + the stability samples and
-once for ABC). The wall time of a run is printed at the end and written to results.md. `--quick` uses the
-`:smoke` preset, 24 test spectrograms and tiny settings (the test runs it).
+Cost: dominated by APGD, n_test x apgd_steps x eot forward/backward passes per eps (default 100 x 100 x 2 for
+each of the 7 eps values for the NSDE, x 1 for the ConvNeXt), and by the integrated gradients of the attribution
+metrics, n_attr x ig_steps x draws passes for each of 1 + stability_samples inputs and once more for ABC (plus
+abc_samples x draws forward passes). Each row of results.md's cost table gives its measured seconds (compile
+included); the total wall time is printed at the end. On a 2-core CPU the default takes on the order of an hour
+(the NSDE's APGD rows dominate): pass fewer --n-test / --apgd-steps for a first look. `--quick` uses the
+`:smoke` preset (with `model.depthwise=conv`, which compiles faster; same math), 24 test spectrograms and tiny
+settings (the test runs it); it is compile-bound.
 
 What it measures, per model, on the first --n-test spectrograms of the test split (the same examples for both
 models when their data configs agree, so differences are paired):
@@ -67,16 +71,16 @@ PAPER = {'clean accuracy': {'convnext': 0.8720, 'nsde': 0.8288},
 @dataclasses.dataclass(frozen=True)
 class Settings:
   """Everything that changes a measured number (it keys the stored rows)."""
-  n_test: int = 200
-  n_attr: int = 64
+  n_test: int = 100
+  n_attr: int = 32
   batch: int = 50
   noise: tuple[float, ...] = (0.01, 0.02, 0.05, 0.1, 0.15, 0.2)
-  l2_eps: tuple[float, ...] = (0.1, 0.25, 0.5, 1.0, 2.0)
-  linf_eps: tuple[float, ...] = (1 / 255, 2 / 255, 4 / 255, 8 / 255)
+  l2_eps: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0)
+  linf_eps: tuple[float, ...] = (1 / 255, 2 / 255, 4 / 255)
   apgd_steps: int = 100
-  eot: int = 4
-  draws: int = 4
-  ig_steps: int = 32
+  eot: int = 2
+  draws: int = 2
+  ig_steps: int = 16
   ig_method: str = 'gausslegendre'
   ig_chunk: int = 8
   stability_radius: float = 0.02
@@ -89,7 +93,9 @@ class Settings:
     return hashlib.sha1(json.dumps(dataclasses.asdict(self), sort_keys=True).encode()).hexdigest()[:10]
 
 
-QUICK = dict(n_test=24, n_attr=8, batch=24, noise=(0.05, 0.2), l2_eps=(0.5, 2.0), linf_eps=(4 / 255,),
+# --quick: every kind of measurement once, at the smallest sizes (compile-bound: Linf, the same code path as L2
+# with another compile per model, is left out).
+QUICK = dict(n_test=24, n_attr=8, batch=24, noise=(0.05, 0.2), l2_eps=(0.5, 2.0), linf_eps=(),
              apgd_steps=4, eot=2, draws=2, ig_steps=4, ig_chunk=4, stability_samples=2, abc_samples=8)
 
 
@@ -153,14 +159,9 @@ def load_model(workdir: str) -> Model:
   from train import nsde  # pylint: disable=g-import-not-at-top  (the training stack loads only when needed)
   trained = nsde.load_trained(workdir)
   kind = _kind(trained.config)
-  step = _latest_step(workdir)
+  step = int(trained.step)
   name = f'{kind} ({os.path.basename(os.path.normpath(workdir))})'
   return Model(name=name, kind=kind, stochastic=kind != 'convnext', trained=trained, step=step)
-
-
-def _latest_step(workdir: str) -> int:
-  directory = os.path.join(workdir, 'checkpoints')
-  return max(int(n) for n in os.listdir(directory) if n.isdigit())
 
 
 def train_default_models(out: str, quick: bool, overrides: Sequence[str]) -> list[str]:
@@ -171,10 +172,12 @@ def train_default_models(out: str, quick: bool, overrides: Sequence[str]) -> lis
   workdirs = []
   for kind in ('nsde', 'convnext'):
     config = spectro.get_config('smoke' if quick else None)
+    if quick:  # a smoke run is compile-bound: the grouped conv compiles in half the time of 49 shifted adds
+      common.override(config, {'model.depthwise': 'conv'})
     common.override(config, list(overrides))
     common.override(config, {'model.kind': kind})
     workdir = os.path.join(out, 'runs', kind)
-    scaffold.train_or_reload(nsde.build_task, config, workdir)
+    nsde.train(config, workdir)   # the shared loop; resumes a partial run, reuses a finished one
     workdirs.append(workdir)
   return workdirs
 
@@ -293,6 +296,7 @@ def evaluate_models(models: Sequence[Model], x: np.ndarray, y: np.ndarray, setti
     store_key = f'{m.name}|step={m.step}|{data_tag}|{settings.tag()}|{name}'
     row = store.get(store_key)
     if row is None:
+      started = time.time()
       ev = evaluators[m.name]
       key = _key(settings, m.kind, name)
       if name == 'clean':
@@ -305,6 +309,7 @@ def evaluate_models(models: Sequence[Model], x: np.ndarray, y: np.ndarray, setti
         row = ev.stability(key, results[m.name]['clean']['pred'])
       else:
         row = ev.abc(key)
+      row['seconds'] = time.time() - started   # compile included: the first row of each kind compiles
       store.add(store_key, row)
     results[m.name][name] = row
   return results
@@ -343,9 +348,12 @@ def bootstrap_diff(a: np.ndarray, b: np.ndarray, paired: bool, *, n: int = 2000,
 
 def per_example(rows: dict[str, dict[str, Any]], settings: Settings) -> dict[str, np.ndarray]:
   """The per-example quantities the claims compare (over the test subset or the attribution subset)."""
-  noise = np.mean([rows[f'noise={v:g}']['correct'] for v in settings.noise], axis=0)
-  l2 = np.mean([rows[f'apgd-L2={e:g}']['correct'] for e in settings.l2_eps], axis=0)
-  linf = np.mean([rows[f'apgd-Linf={e:g}']['correct'] for e in settings.linf_eps], axis=0)
+  def mean_over(prefix, values):  # an empty setting list measures nothing: an empty array
+    return np.mean([rows[f'{prefix}={v:g}']['correct'] for v in values], axis=0) if values else np.zeros(0)
+
+  noise = mean_over('noise', settings.noise)
+  l2 = mean_over('apgd-L2', settings.l2_eps)
+  linf = mean_over('apgd-Linf', settings.linf_eps)
   abc_rows = rows['abc']
   score, correct = np.asarray(abc_rows['score']), np.asarray(abc_rows['correct'], bool)
   return {'clean': np.asarray(rows['clean']['correct'], np.float64), 'noise': noise, 'apgd_l2': l2,
@@ -370,7 +378,7 @@ def verdicts(nsde: dict[str, np.ndarray], convnext: dict[str, np.ndarray], paire
   for quantity, claim, sign, can_pair in CLAIMS:
     diff, lo, hi = bootstrap_diff(nsde[quantity], convnext[quantity], paired and can_pair)
     if not np.isfinite(diff):
-      verdict = 'not measurable (no examples)'
+      verdict = 'not measured (no examples or no settings)'
     elif sign * diff > 0:
       held = sign * lo > 0 if sign > 0 else sign * hi > 0
       verdict = 'held' if held else 'held in the mean, within noise (the interval includes 0)'
@@ -519,6 +527,7 @@ def main(argv: Sequence[str] | None = None) -> str:
   sections.append(_verdict_section(results, models, settings))
   names = figures(out, results, models, settings, band_of)
   sections.append('## Figures\n\n' + '\n'.join(f'![{n}]({n})' for n in names))
+  sections.append(_cost_section(results, models, settings))
   sections.append(f'Wall time of this run: {wall:.0f} s (rows already in rows.jsonl are not recomputed); '
                   f'load average {os.getloadavg()[0]:.1f}.')
   path = scaffold.write_results(out, 'Robustness of the NSDE ConvNeXt (arXiv 2409.01532)', sections,
@@ -556,6 +565,16 @@ def _curves_section(results, models, settings) -> str:
            **{f'Linf {e * 255:g}/255': _mean(results[m.name][f'apgd-Linf={e:g}']['correct'])
               for e in settings.linf_eps}} for m in models]
   return text + '\n\n## Robust accuracy under APGD-CE\n\n' + scaffold.markdown_table(rows, cols)
+
+
+def _cost_section(results, models, settings) -> str:
+  """Seconds per measurement as stored with each row (the first row of each kind includes its compile)."""
+  cols = ['measurement'] + [m.name for m in models]
+  rows = [{'measurement': name, **{m.name: float(results[m.name][name].get('seconds', float('nan')))
+                                  for m in models}} for name, _ in measurements(settings)]
+  return (f'## Cost\n\nSeconds per row, compile included, load average {os.getloadavg()[0]:.1f} at the end of '
+          'the run (rows reused from rows.jsonl keep the time of the run that computed them).\n\n'
+          + scaffold.markdown_table(rows, cols))
 
 
 def _verdict_section(results, models, settings) -> str:
