@@ -54,3 +54,18 @@ def test_missing_checkpoint_and_bad_options_are_one_line_errors(tmp_path):
     common.override(bad, {field: value})
     with pytest.raises(ValueError, match=name):
       train_nsde.build_model(bad, 8)
+
+
+def test_tfds_source_reads_a_prepared_dataset(tmp_path):
+  from tests import tfds_tiny  # pylint: disable=g-import-not-at-top
+  name = tfds_tiny.prepare(str(tmp_path / 'tfds'))
+  config = spectro_config.get_config('smoke')
+  common.override(config, {'data.source': 'tfds', 'data.tfds_name': name, 'data.tfds_dir': str(tmp_path / 'tfds')})
+  train_set, val_set = train_nsde.load_data(config, 'train'), train_nsde.load_data(config, 'val')
+  images, labels = tfds_tiny.examples('test')
+  order = np.lexsort(images.reshape(len(images), -1).T)   # TFDS shuffles on write: compare as sets of rows
+  got = (val_set.images * 255).round().astype(np.uint8)
+  got_order = np.lexsort(got.reshape(len(got), -1).T)
+  np.testing.assert_array_equal(got[got_order], images[order])
+  np.testing.assert_array_equal(val_set.labels[got_order], labels[order])
+  assert len(train_set) == 64 and np.isnan(val_set.extras['snr_db']).all()
