@@ -13,8 +13,10 @@ Cost: dominated by APGD, n_test x apgd_steps x eot forward/backward passes per e
 each of the 7 eps values for the NSDE, x 1 for the ConvNeXt), and by the integrated gradients of the attribution
 metrics, n_attr x ig_steps x draws passes for each of 1 + stability_samples inputs and once more for ABC (plus
 abc_samples x draws forward passes). Each row of results.md's cost table gives its measured seconds (compile
-included); the total wall time is printed at the end. On a 2-core CPU the default takes on the order of an hour
-(the NSDE's APGD rows dominate): pass fewer --n-test / --apgd-steps for a first look. `--quick` uses the
+included); the total wall time is printed at the end. Measured on the 2-core CPU, load average ~1.7, with the
+default settings on two models trained with the default `configs/spectro.py`: 6 min (the NSDE's seven APGD rows
+about 20 s each, its ABC 50 s; the ConvNeXt's rows about 8 s each), plus the two trainings (~25 min each) when no
+--workdir is given. `--quick` uses the
 `:smoke` preset (with `model.depthwise=conv`, which compiles faster; same math), 24 test spectrograms and tiny
 settings (the test runs it); it is compile-bound.
 
