@@ -4,11 +4,14 @@ The public API. Each submodule is one concept: srt_lib (SRT), sweep (SR curves),
 (multiscale threshold SR), noise and inject (positive noise), nsde, attack and attribution (the NSDE study),
 models, data, signals, and checks (the one argument-error format).
 """
+from srjax import attack
+from srjax import attribution
 from srjax import checks
 from srjax import data
 from srjax import inject
 from srjax import noise
 from srjax import models
+from srjax import nsde
 from srjax import signals
 from srjax import sweep
 from srjax import threshold

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from srjax import data
-from srjax.data import spectro
 from srjax.data.batches import batch_indices
 from tests import tfds_tiny
 
@@ -79,23 +78,3 @@ def test_batch_indices_cover_each_epoch_once_and_split_across_processes():
   np.testing.assert_array_equal(np.concatenate(parts), whole)
   with pytest.raises(ValueError, match='process_count'):
     batch_indices(0, 5, n, process_count=2)
-
-
-def test_spectrograms_are_deterministic_and_every_class_is_present():
-  a = spectro.load('test', num_examples=60)
-  b = spectro.load('test', num_examples=60)
-  np.testing.assert_array_equal(a.images, b.images)
-  chex.assert_shape(a.images, (12, 32, 32, 1))
-  image, label = spectro.example(5, seed=0)
-  np.testing.assert_array_equal(image, spectro.example(5, seed=0)[0])
-  assert 0 <= label < len(spectro.CLASSES)
-  labels = [spectro.example(i)[1] for i in range(60)]
-  assert set(labels) == set(range(len(spectro.CLASSES)))
-
-
-def test_tone_spectrogram_peaks_at_its_frequency():
-  n_freq, n_time = 32, 16
-  f0 = 0.25  # cycles per sample -> row f0 * 2 * n_freq of the STFT
-  wave = np.sin(2 * np.pi * f0 * np.arange(n_freq * (n_time + 1)))
-  image = spectro.spectrogram(wave, freq_bins=n_freq, time_bins=n_time)
-  assert np.all(np.argmax(image, axis=0) == int(f0 * 2 * n_freq))

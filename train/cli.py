@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import re
 import sys
+import time
 from typing import Callable
 
 import ml_collections
@@ -43,8 +44,17 @@ def _one_line(error: BaseException) -> str:
   return f'{match.group(1)}: {detail}' if match else detail
 
 
-def main(build_task: Callable[[ml_collections.ConfigDict], object]) -> None:
-  """Parses the flags, initialises multi-host JAX when asked to, builds the task and runs the shared loop."""
+def main(build_task: Callable[[ml_collections.ConfigDict], object], *,
+         on_start: Callable[[ml_collections.ConfigDict, str], None] | None = None,
+         on_finish: Callable[[ml_collections.ConfigDict, str, float], None] | None = None) -> None:
+  """Parses the flags, initialises multi-host JAX when asked to, builds the task and runs the shared loop.
+
+  Args:
+    build_task: config -> loop.Task.
+    on_start: optional (config, workdir), called before training (e.g. to store the config in the workdir).
+    on_finish: optional (config, workdir, wall seconds), called after the loop (e.g. a test evaluation and a
+      summary line).
+  """
   from train import loop  # pylint: disable=g-import-not-at-top
   entry = os.path.basename(sys.argv[0]).removesuffix('.py')
 
@@ -59,7 +69,12 @@ def main(build_task: Callable[[ml_collections.ConfigDict], object]) -> None:
     workdir = _WORKDIR.value or os.path.join('workdirs', entry)
     logging.info('workdir: %s', workdir)
     try:
+      start = time.perf_counter()
+      if on_start is not None:
+        on_start(_CONFIG.value, workdir)
       loop.run(_CONFIG.value, workdir, build_task(_CONFIG.value))
+      if on_finish is not None:
+        on_finish(_CONFIG.value, workdir, time.perf_counter() - start)
     except (checkpoint.CheckpointError, FileNotFoundError, ValueError) as e:
       # Bad data source, missing TFDS data, bad option values, unusable checkpoint: one line, no traceback.
       print(f'error: {e}', file=sys.stderr)

@@ -1,14 +1,251 @@
-"""The main job: a spectrogram classifier on the embedded synthetic EM-waveform spectrograms.
+"""The main job: the NSDE ConvNeXt (or its ConvNeXt baseline) on the synthetic EM-waveform spectrograms.
 
-  python -m train.nsde --config configs/spectro.py
+  python -m train.nsde --config configs/spectro.py [--config.model.kind=convnext] [--workdir DIR]
 
-Until the NSDE ConvNeXt lands (its own issue), this trains the shared loop's small CNN classifier on the
-spectrograms, so the command, the data path and the workdir layout are already the final ones.
+Trains through the shared loop (`train/loop.py`), evaluating on the validation split every `eval_every` steps.
+When it finishes it evaluates the test split (the NSDE's softmax averaged over `model.test_draws` draws), appends
+a {'split': 'test'} record to `metrics.jsonl`, writes `test_metrics.json`, and prints one summary line. The
+config is stored as `config.json` in the workdir, so `load_trained(workdir)` rebuilds the model of any workdir
+this entry point (or `train`) wrote.
 """
 from __future__ import annotations
 
-from train import cli
-from train.classifier import build_task
+import dataclasses
+import json
+import os
+import time
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from srjax import checks
+from srjax import data as srdata
+from srjax import nsde
+from srjax.data import spectro
+from srjax.models import convnext
+from srjax.models.apply_fn import ModuleApply
+from train import checkpoint, cli, loop
+from train.classifier import eval_batches, labelled_batches, masked_metrics
+from train.optim import make_optimizer
+
+KINDS = ('nsde', 'convnext')
+CONFIG_FILE = 'config.json'
+TEST_FILE = 'test_metrics.json'
+
+
+def load_data(config: ml_collections.ConfigDict, split: str) -> srdata.Dataset:
+  """The config's 'train', 'val' or 'test' split: the synthetic spectrograms, or a prepared TFDS dataset.
+
+  The TFDS path (data.source='tfds') reads data.tfds_name from data.tfds_dir with `srjax.data.tfds.load`;
+  'val' and 'test' read the TFDS splits data.tfds_val_split and data.tfds_test_split. TFDS data carries no SNR,
+  so extras['snr_db'] is NaN there.
+  """
+  d = config.data
+  if d.source == 'tfds':
+    tfds_split = {'train': 'train', 'val': d.tfds_val_split, 'test': d.tfds_test_split}[
+        checks.one_of('split', split, ('train', 'val', 'test'))]
+    ds = srdata.load('tfds', tfds_split, name=d.tfds_name, data_dir=d.tfds_dir)
+    return dataclasses.replace(ds, extras={'snr_db': np.full(len(ds), np.nan, np.float32), **ds.extras})
+  checks.one_of('data.source', d.source, ('spectro', 'tfds'))
+  return spectro.load(split, num_examples=d.num_examples, test_fraction=d.test_fraction,
+                      val_fraction=d.val_fraction, seed=config.seed, size=d.size, snr_db=(d.snr_low, d.snr_high))
+
+
+def build_model(config: ml_collections.ConfigDict, num_classes: int) -> convnext.ConvNeXt:
+  """The config's ConvNeXt (the NSDE shares its params).
+
+  Raises:
+    ValueError: unknown model.kind, variant, depthwise, noise, solver or path; sigma < 0.
+  """
+  m = config.model
+  checks.one_of('model.kind', m.kind, KINDS)
+  if m.kind == 'nsde':
+    nsde.check_options(sigma=m.sigma, noise=m.noise, solver=m.solver, path=m.path, smoothing=m.smoothing)
+    if m.noise == 'attribution':
+      checks.fail('model.noise', m.noise, "'brownian' or 'smoothed' for training ('attribution' needs a "
+                  'per-example map: pass one to srjax.nsde.apply at evaluation)')
+  checks.integer('model.test_draws', m.test_draws, 1)
+  return convnext.build(m.variant, num_classes, stem_patch=m.stem_patch, layer_scale_init=m.layer_scale_init,
+                        drop_path_rate=m.drop_path_rate, depthwise=m.depthwise, input_mean=m.input_mean,
+                        input_std=m.input_std)
+
+
+def make_apply(config: ml_collections.ConfigDict, model: convnext.ConvNeXt) -> Callable:
+  """Hashable `(variables, x, rng) -> logits` for one noise draw (the ConvNeXt ignores rng)."""
+  m = config.model
+  if m.kind == 'convnext':
+    return nsde.IgnoreRng(ModuleApply(model))
+  return nsde.NSDEApply(model, sigma=float(m.sigma), noise=m.noise, smoothing=float(m.smoothing),
+                        solver=m.solver, path=m.path)
+
+
+def make_predict(config: ml_collections.ConfigDict, apply_fn: Callable) -> nsde.Predict:
+  """Hashable `(variables, x, rng) -> mean softmax over config.model.test_draws draws` (1 for the ConvNeXt)."""
+  return nsde.Predict(apply_fn, draws=1 if config.model.kind == 'convnext' else int(config.model.test_draws))
+
+
+def build_task(config: ml_collections.ConfigDict) -> loop.Task:
+  """The loop's Task: cross-entropy of one noise draw per step (noise on in training), validation metrics of
+  the mean softmax over the test-time draws."""
+  train_set = load_data(config, 'train')
+  val_set = load_data(config, 'val')
+  model = build_model(config, train_set.num_classes)
+  train_apply = make_apply(config, model)
+  predict = make_predict(config, train_apply)
+  eval_key = jax.random.key(config.seed + 1)
+
+  def init(rng):
+    return model.init(rng, jnp.zeros((1,) + train_set.images.shape[1:], jnp.float32))['params'], {}
+
+  def loss(params, model_state, batch, rng):
+    noise_rng, drop_rng = jax.random.split(rng)
+    if config.model.kind == 'convnext':
+      logits = model.apply({'params': params}, batch['image'], deterministic=False, rngs={'drop_path': drop_rng})
+    else:
+      m = config.model
+      logits = nsde.apply(model, {'params': params}, batch['image'], noise_rng, sigma=m.sigma, noise=m.noise,
+                          smoothing=m.smoothing, solver=m.solver, path=m.path, train=True)
+    xent = optax.softmax_cross_entropy_with_integer_labels(logits, batch['label']).mean()
+    accuracy = jnp.mean(jnp.argmax(logits, -1) == batch['label'])
+    return xent, ({'accuracy': accuracy}, model_state)
+
+  def evaluate(params, model_state, batch):
+    del model_state
+    probs = predict({'params': params}, batch['image'], eval_key)
+    return masked_metrics(jnp.log(probs + 1e-12), batch['label'], batch['mask'])
+
+  return loop.Task(init=init, loss=loss, train_batch=labelled_batches(train_set, config),
+                   optimizer=make_optimizer(config.optim, config.num_steps), evaluate=evaluate,
+                   eval_batches=lambda pi, pc: eval_batches(val_set, config.eval_batch_size, pi, pc))
+
+
+@dataclasses.dataclass(frozen=True)
+class Trained:
+  """A trained run, ready for evaluation.
+
+  Attributes:
+    config: the run's (locked) ConfigDict.
+    model: the `ConvNeXt` (the NSDE shares its params).
+    variables: {'params': ...} of host NumPy arrays.
+    apply_fn: hashable `(variables, x, rng) -> [B, K] logits` for one noise draw (the ConvNeXt ignores rng).
+    predict: hashable `(variables, x, rng) -> [B, K]` softmax averaged over config.model.test_draws draws
+      (one for the ConvNeXt).
+    test_set: the test split, with extras['snr_db'] (NaN for TFDS data).
+    step: the checkpoint's step.
+  """
+  config: ml_collections.ConfigDict
+  model: convnext.ConvNeXt
+  variables: dict[str, Any]
+  apply_fn: Callable
+  predict: Callable
+  test_set: srdata.Dataset
+  step: int
+
+
+def save_config(config: ml_collections.ConfigDict, workdir: str) -> str:
+  """Writes workdir/config.json (atomically); returns its path."""
+  os.makedirs(workdir, exist_ok=True)
+  path = os.path.join(workdir, CONFIG_FILE)
+  tmp = path + '.tmp'
+  with open(tmp, 'w') as f:
+    f.write(config.to_json(indent=2))
+  os.replace(tmp, path)
+  return path
+
+
+def read_config(workdir: str) -> ml_collections.ConfigDict:
+  """The locked config stored in workdir/config.json.
+
+  Raises:
+    FileNotFoundError: no config.json in the workdir.
+  """
+  path = os.path.join(workdir, CONFIG_FILE)
+  if not os.path.exists(path):
+    raise FileNotFoundError(f'{workdir} holds no {CONFIG_FILE}: it was not written by python -m train.nsde')
+  with open(path) as f:
+    config = ml_collections.ConfigDict(json.load(f))
+  config.lock()
+  return config
+
+
+def load_trained(workdir: str, config: ml_collections.ConfigDict | None = None) -> Trained:
+  """Reloads the latest checkpoint of a `python -m train.nsde` workdir.
+
+  Args:
+    workdir: the run's workdir.
+    config: its config; default the workdir's config.json.
+
+  Returns:
+    A `Trained`.
+
+  Raises:
+    FileNotFoundError: the workdir holds no checkpoint (or no config.json and no config was given).
+  """
+  config = read_config(workdir) if config is None else config
+  directory = os.path.join(workdir, 'checkpoints')
+  if not os.path.isdir(directory) or not any(n.isdigit() for n in os.listdir(directory)):
+    raise FileNotFoundError(f'{workdir} holds no checkpoint (no {directory}/<step>): train it first with '
+                            f'python -m train.nsde --config configs/spectro.py --workdir {workdir}')
+  tree, step = checkpoint.load_numpy(workdir)
+  test_set = load_data(config, 'test')
+  model = build_model(config, test_set.num_classes)
+  apply_fn = make_apply(config, model)
+  return Trained(config=config, model=model, variables={'params': tree['params']}, apply_fn=apply_fn,
+                 predict=make_predict(config, apply_fn), test_set=test_set, step=int(step))
+
+
+def test_metrics(trained: Trained, *, batch_size: int = 250, seed: int = 0) -> dict[str, float]:
+  """Accuracy and loss (negative log of the mean softmax) on the test split."""
+  key = jax.random.key(seed)
+  predict = jax.jit(trained.predict)
+  n = len(trained.test_set)
+  correct, nll = 0.0, 0.0
+  for start in range(0, n, batch_size):
+    x = trained.test_set.images[start:start + batch_size]
+    y = trained.test_set.labels[start:start + batch_size]
+    pad = batch_size - len(x)   # one compiled shape: pad the last batch
+    xp = np.concatenate([x, np.zeros((pad,) + x.shape[1:], x.dtype)]) if pad else x
+    probs = np.asarray(predict(trained.variables, xp, jax.random.fold_in(key, start)))[:len(x)]
+    correct += float(np.sum(probs.argmax(-1) == y))
+    nll += float(-np.sum(np.log(probs[np.arange(len(y)), y] + 1e-12)))
+  return {'accuracy': correct / n, 'loss': nll / n, 'examples': n}
+
+
+def finish(config: ml_collections.ConfigDict, workdir: str, seconds: float) -> str:
+  """Evaluates the test split of a finished run, records it (metrics.jsonl, test_metrics.json) and returns the
+  summary line."""
+  trained = load_trained(workdir, config)
+  metrics = test_metrics(trained, batch_size=int(config.eval_batch_size), seed=int(config.seed))
+  record = {'step': trained.step, 'split': 'test', **metrics, 'train_seconds': seconds}
+  with open(os.path.join(workdir, 'metrics.jsonl'), 'a') as f:
+    f.write(json.dumps(record) + '\n')
+  with open(os.path.join(workdir, TEST_FILE), 'w') as f:
+    json.dump(record, f, indent=2)
+  return (f'train.nsde {config.model.kind} ({config.model.variant}): test accuracy {metrics["accuracy"]:.4f}, '
+          f'test loss {metrics["loss"]:.4f} on {metrics["examples"]} examples; wall {seconds:.0f} s; '
+          f'checkpoints {os.path.join(workdir, "checkpoints")}, metrics {os.path.join(workdir, "metrics.jsonl")}')
+
+
+def train(config: ml_collections.ConfigDict, workdir: str) -> Trained:
+  """Stores the config in the workdir, trains (or resumes, or reuses a finished run) with the shared loop, and
+  returns the trained run. The programmatic twin of the command line."""
+  save_config(config, workdir)
+  loop.run(config, workdir, build_task(config))
+  return load_trained(workdir, config)
+
+
+def _on_start(config: ml_collections.ConfigDict, workdir: str) -> None:
+  save_config(config, workdir)
+
+
+def _on_finish(config: ml_collections.ConfigDict, workdir: str, seconds: float) -> None:
+  if jax.process_index() == 0:
+    print(finish(config, workdir, seconds), flush=True)
+
 
 if __name__ == '__main__':
-  cli.main(build_task)
+  cli.main(build_task, on_start=_on_start, on_finish=_on_finish)

@@ -19,6 +19,7 @@ downloaded). `torch_pickle` parses a checkpoint's bytes without opening files it
 from srjax.models import apply_fn
 from srjax.models import checkpoints
 from srjax.models import classifier
+from srjax.models import convnext
 from srjax.models import efficientnet
 from srjax.models import lstm
 from srjax.models import resnet

@@ -1,0 +1,340 @@
+"""ConvNeXt (Liu et al. 2022, "A ConvNet for the 2020s") in Flax linen, with timm's variants and weight layout.
+
+Parameter tree (the contents of the `'params'` collection)::
+
+  stem/{conv {kernel [p, p, C_in, C0], bias}, norm {scale, bias}}      patchify conv + LayerNorm
+  stage{s}_down/{norm, conv {kernel [2, 2, C_{s-1}, C_s], bias}}       s >= 1: LayerNorm + 2x2 stride-2 conv
+  stage{s}_block{j}/                                                   ConvNeXt block j of stage s
+    dwconv {kernel [7, 7, 1, C], bias [C]}                             depthwise 7x7 (nn.Conv grouped layout)
+    norm {scale, bias}                                                 LayerNorm, eps 1e-6
+    fc1 {kernel [C, 4C], bias}, fc2 {kernel [4C, C], bias}             the inverted-bottleneck MLP, exact GELU
+    gamma [C]                                                          layer scale
+  head/{norm, fc}                                                      global mean pool, LayerNorm, Dense
+
+A block computes x + drop_path(gamma * fc2(gelu(fc1(norm(dwconv(x)))))) (paper Fig. 4; timm `ConvNeXtBlock`).
+The stem is a p x p stride-p patchify conv (p = 4 in timm and the paper). For 64 x 64 spectrograms the default
+here is p = 2 (`stem_patch=2`), so stage 0 sees a 32 x 32 map and the last stage a 4 x 4 map instead of 2 x 2;
+p = 4 reproduces timm exactly (`params_from_timm` reads p from the weights).
+
+The depthwise conv runs as k^2 shifted multiply-adds (`depthwise='shift'`, the default) or as
+`nn.Conv(feature_group_count=C)` (`depthwise='conv'`); both use the same kernel and give the same result. On
+XLA:CPU the grouped conv's gradient is several times slower inside a `scan`/`while` body (the neural-SDE solver
+loop of `srjax.nsde`), which the shifted form avoids (`python -m eval.bench.nsde` measures both).
+
+Each part is also a standalone module (`Stem`, `Downsample`, `Block`, `Head`) so `srjax.nsde` can apply block j
+of stage s with `Block(...).apply({'params': params[f'stage{s}_block{j}']}, x)` inside its solver.
+"""
+from __future__ import annotations
+
+import re
+from typing import Any, Mapping, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from srjax import checks
+
+# timm's variants (timm/models/convnext.py): depths and widths per stage.
+VARIANTS: dict[str, dict[str, tuple[int, ...]]] = {
+    'atto': dict(depths=(2, 2, 6, 2), dims=(40, 80, 160, 320)),
+    'femto': dict(depths=(2, 2, 6, 2), dims=(48, 96, 192, 384)),
+    'pico': dict(depths=(2, 2, 6, 2), dims=(64, 128, 256, 512)),
+    'nano': dict(depths=(2, 2, 8, 2), dims=(80, 160, 320, 640)),
+    'tiny': dict(depths=(3, 3, 9, 3), dims=(96, 192, 384, 768)),
+    'cpu': dict(depths=(1, 1, 2), dims=(24, 48, 96)),   # this library's small CPU variant (3 stages)
+    'micro': dict(depths=(1, 1), dims=(8, 16)),         # for tests and smoke runs only
+}
+DEPTHWISE = ('shift', 'conv')
+LN_EPS = 1e-6
+
+
+def variant(name: str) -> dict[str, tuple[int, ...]]:
+  """`depths` and `dims` of a named variant (a key of VARIANTS).
+
+  Raises:
+    ValueError: unknown name.
+  """
+  return dict(VARIANTS[checks.one_of('variant', name, VARIANTS)])
+
+
+def depthwise_shift(x: jax.Array, kernel: jax.Array, bias: jax.Array) -> jax.Array:
+  """'SAME' depthwise cross-correlation as k^2 shifted multiply-adds.
+
+  Args:
+    x: [B, H, W, C].
+    kernel: [k, k, 1, C] (k odd), the `nn.Conv(feature_group_count=C)` layout.
+    bias: [C].
+
+  Returns:
+    [B, H, W, C], equal to the grouped conv with the same kernel.
+  """
+  k = kernel.shape[0]
+  pad = k // 2
+  h, w = x.shape[1], x.shape[2]
+  xp = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+  out = jnp.zeros_like(x) + bias
+  for i in range(k):
+    for j in range(k):
+      out = out + xp[:, i:i + h, j:j + w, :] * kernel[i, j, 0]
+  return out
+
+
+class DepthwiseConv(nn.Module):
+  """k x k depthwise conv with bias, params {kernel [k, k, 1, C], bias [C]}."""
+  kernel_size: int = 7
+  impl: str = 'shift'
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    c, k = x.shape[-1], self.kernel_size
+    kernel = self.param('kernel', nn.initializers.truncated_normal(0.02), (k, k, 1, c))
+    bias = self.param('bias', nn.initializers.zeros, (c,))
+    if self.impl == 'shift':
+      return depthwise_shift(x, kernel, bias)
+    y = jax.lax.conv_general_dilated(x, kernel, (1, 1), 'SAME', dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+                                     feature_group_count=c)
+    return y + bias
+
+
+def _dense(features: int, name: str) -> nn.Dense:
+  return nn.Dense(features, kernel_init=nn.initializers.truncated_normal(0.02), name=name)
+
+
+class Block(nn.Module):
+  """One ConvNeXt block: x + drop_path(gamma * MLP(LN(dwconv(x)))).
+
+  Attributes:
+    layer_scale_init: initial value of gamma (1e-6 in timm and the paper).
+    drop_path: probability of dropping the residual branch per example (stochastic depth); needs the
+      'drop_path' rng when `deterministic` is False.
+    depthwise: 'shift' or 'conv' (see the module docstring).
+  """
+  layer_scale_init: float = 1e-6
+  drop_path: float = 0.0
+  depthwise: str = 'shift'
+
+  def residual(self, x: jax.Array) -> jax.Array:
+    """The residual branch gamma * MLP(LN(dwconv(x))), without the skip or stochastic depth."""
+    return self._branch(x)
+
+  @nn.compact
+  def _branch(self, x):
+    c = x.shape[-1]
+    y = DepthwiseConv(7, self.depthwise, name='dwconv')(x)
+    y = nn.LayerNorm(epsilon=LN_EPS, name='norm')(y)
+    y = _dense(4 * c, 'fc1')(y)
+    y = nn.gelu(y, approximate=False)
+    y = _dense(c, 'fc2')(y)
+    gamma = self.param('gamma', nn.initializers.constant(self.layer_scale_init), (c,))
+    return gamma * y
+
+  def __call__(self, x: jax.Array, deterministic: bool = True) -> jax.Array:
+    y = self._branch(x)
+    if self.drop_path > 0.0 and not deterministic:
+      keep = 1.0 - self.drop_path
+      mask = jax.random.bernoulli(self.make_rng('drop_path'), keep, (x.shape[0],) + (1,) * (x.ndim - 1))
+      y = y * mask / keep
+    return x + y
+
+
+class Stem(nn.Module):
+  """p x p stride-p patchify conv, then LayerNorm."""
+  dim: int
+  patch: int
+
+  @nn.compact
+  def __call__(self, x):
+    x = nn.Conv(self.dim, (self.patch, self.patch), (self.patch, self.patch), padding='VALID',
+                kernel_init=nn.initializers.truncated_normal(0.02), name='conv')(x)
+    return nn.LayerNorm(epsilon=LN_EPS, name='norm')(x)
+
+
+class Downsample(nn.Module):
+  """LayerNorm, then a 2x2 stride-2 conv to `dim` channels."""
+  dim: int
+
+  @nn.compact
+  def __call__(self, x):
+    x = nn.LayerNorm(epsilon=LN_EPS, name='norm')(x)
+    return nn.Conv(self.dim, (2, 2), (2, 2), padding='VALID',
+                   kernel_init=nn.initializers.truncated_normal(0.02), name='conv')(x)
+
+
+class Head(nn.Module):
+  """Global mean pool over space, LayerNorm, Dense to the logits (timm's NormMlpClassifierHead)."""
+  num_classes: int
+
+  @nn.compact
+  def __call__(self, x):
+    x = nn.LayerNorm(epsilon=LN_EPS, name='norm')(x.mean(axis=(1, 2)))
+    return _dense(self.num_classes, 'fc')(x)
+
+
+class ConvNeXt(nn.Module):
+  """ConvNeXt classifier.
+
+  Attributes:
+    num_classes: logits per example.
+    depths: blocks per stage.
+    dims: channels per stage.
+    stem_patch: patchify size p of the stem (2 suits 64 x 64 inputs; timm uses 4).
+    layer_scale_init: initial layer-scale gamma.
+    drop_path_rate: stochastic-depth rate of the last block, linearly increasing from 0 over all blocks
+      (timm's schedule).
+    depthwise: 'shift' or 'conv'.
+    input_mean, input_std: inputs are standardised as (x - input_mean) / input_std before the stem (timm
+      models expect the data pipeline to do this; here it is part of the model, so attacks and attributions
+      work in the [0, 1] input space). Spectrograms in [0, 1] with a large mean need it: a patchify conv of an
+      offset input followed by LayerNorm is dominated by the offset, and training stalls.
+
+  Call: `model.apply(variables, x, deterministic=True)` with x [B, H, W, C_in] float32, H and W divisible by
+  stem_patch * 2^(len(depths) - 1); returns [B, num_classes] float32 logits. Training with drop_path_rate > 0
+  and deterministic=False needs `rngs={'drop_path': key}`.
+
+  References:
+    Liu et al. 2022, Sec. 2 and Fig. 4; timm `ConvNeXt` (weights layout in `params_from_timm`).
+  """
+  num_classes: int
+  depths: Sequence[int] = VARIANTS['cpu']['depths']
+  dims: Sequence[int] = VARIANTS['cpu']['dims']
+  stem_patch: int = 2
+  layer_scale_init: float = 1e-6
+  drop_path_rate: float = 0.0
+  depthwise: str = 'shift'
+  input_mean: float = 0.0
+  input_std: float = 1.0
+
+  def standardize(self, x: jax.Array) -> jax.Array:
+    """(x - input_mean) / input_std, the first operation of the forward pass."""
+    return (x - self.input_mean) / self.input_std
+
+  def drop_rates(self) -> list[list[float]]:
+    """Stochastic-depth rate of each block, per stage: linear from 0 to drop_path_rate (timm)."""
+    total = sum(self.depths)
+    rates = [self.drop_path_rate * i / max(total - 1, 1) for i in range(total)]
+    out, i = [], 0
+    for depth in self.depths:
+      out.append(rates[i:i + depth])
+      i += depth
+    return out
+
+  def parts(self) -> dict[str, Any]:
+    """The standalone (unbound) modules this network applies, for functional reuse (`srjax.nsde`):
+    {'stem': Stem, 'down': [None, Downsample, ...], 'blocks': [[Block, ...] per stage], 'head': Head}; their
+    params are params['stem'], params[f'stage{s}_down'], params[f'stage{s}_block{j}'] and params['head']."""
+    self.check()
+    return {'stem': Stem(self.dims[0], self.stem_patch, parent=None),
+            'down': [None] + [Downsample(d, parent=None) for d in self.dims[1:]],
+            'blocks': [[Block(self.layer_scale_init, r, self.depthwise, parent=None) for r in rates]
+                       for rates in self.drop_rates()],
+            'head': Head(self.num_classes, parent=None)}
+
+  def check(self) -> None:
+    """Raises ValueError for a bad depthwise name or mismatched depths/dims."""
+    checks.one_of('depthwise', self.depthwise, DEPTHWISE)
+    if len(self.depths) != len(self.dims) or not self.depths or min(self.depths) < 1:
+      checks.fail('depths', tuple(self.depths), f'one positive depth per stage ({len(self.dims)} dims)')
+    checks.in_range('input_std', self.input_std, 0.0, low_open=True)
+
+  @nn.compact
+  def __call__(self, x: jax.Array, deterministic: bool = True) -> jax.Array:
+    self.check()
+    x = Stem(self.dims[0], self.stem_patch, name='stem')(self.standardize(x))
+    for s, rates in enumerate(self.drop_rates()):
+      if s:
+        x = Downsample(self.dims[s], name=f'stage{s}_down')(x)
+      for j, rate in enumerate(rates):
+        x = Block(self.layer_scale_init, rate, self.depthwise, name=f'stage{s}_block{j}')(x, deterministic)
+    return Head(self.num_classes, name='head')(x)
+
+
+def build(name: str, num_classes: int, **overrides: Any) -> ConvNeXt:
+  """A `ConvNeXt` of the named variant (atto, femto, pico, nano, tiny, or the small 'cpu' one).
+
+  Args:
+    name: a key of VARIANTS.
+    num_classes: logits per example.
+    **overrides: other `ConvNeXt` attributes (stem_patch, layer_scale_init, drop_path_rate, depthwise,
+      input_mean, input_std).
+
+  Raises:
+    ValueError: unknown variant or depthwise implementation.
+  """
+  cfg = variant(name)
+  if 'depthwise' in overrides:
+    checks.one_of('depthwise', overrides['depthwise'], DEPTHWISE)
+  return ConvNeXt(num_classes=num_classes, depths=cfg['depths'], dims=cfg['dims'], **overrides)
+
+
+def config_from_timm(state_dict: Mapping[str, Any]) -> dict[str, Any]:
+  """`ConvNeXt` keyword arguments read from the shapes of a timm ConvNeXt state dict."""
+  sd = state_dict
+  if 'stem.0.weight' not in sd:
+    checks.fail('state_dict', sorted(sd)[:3], "a timm ConvNeXt state dict (with 'stem.0.weight')")
+  n_stages = 1 + max(int(m.group(1)) for k in sd if (m := re.match(r'stages\.(\d+)\.', k)))
+  depths = tuple(1 + max(int(m.group(1)) for k in sd if (m := re.match(rf'stages\.{s}\.blocks\.(\d+)\.', k)))
+                 for s in range(n_stages))
+  dims = tuple(int(np.shape(sd[f'stages.{s}.blocks.0.conv_dw.weight'])[0]) for s in range(n_stages))
+  return dict(num_classes=int(np.shape(sd['head.fc.weight'])[0]), depths=depths, dims=dims,
+              stem_patch=int(np.shape(sd['stem.0.weight'])[-1]))
+
+
+def params_from_timm(state_dict: Mapping[str, Any]) -> dict[str, Any]:
+  """Converts a timm ConvNeXt state dict (NumPy arrays) to the params of `ConvNeXt(**config_from_timm(sd))`.
+
+  Keys: stem.0 (conv [C0, C_in, p, p]) and stem.1 (LayerNorm); stages.{s}.downsample.0 (LayerNorm) and .1
+  (conv [C_s, C_{s-1}, 2, 2]) for s >= 1; stages.{s}.blocks.{j}.conv_dw ([C, 1, 7, 7]), .norm, .mlp.fc1,
+  .mlp.fc2 (Linear [out, in], or 1x1 conv [out, in, 1, 1] in the conv_mlp variants atto..nano), .gamma;
+  head.norm and head.fc. Conv weights [O, I, kh, kw] become [kh, kw, I, O] kernels and Linear weights [out, in]
+  become [in, out]; the math is unchanged (timm uses LayerNorm eps 1e-6 and exact GELU, as `ConvNeXt` does).
+  Any other key (a head MLP `head.pre_logits`, GRN of ConvNeXt-V2, a conv-stem) raises ValueError rather than
+  being dropped.
+
+  Args:
+    state_dict: mapping from timm parameter names to arrays (convert tensors with `.numpy()` first).
+
+  Returns:
+    Nested dict of float32 NumPy arrays, the contents of the 'params' collection.
+
+  Raises:
+    ValueError: a key the model does not hold, or a missing one.
+
+  References:
+    timm `convnext.py` (ConvNeXtBlock, ConvNeXtStage, NormMlpClassifierHead).
+  """
+  sd = {k: np.asarray(v, dtype=np.float32) for k, v in state_dict.items()}
+  cfg = config_from_timm(sd)
+  used: set[str] = set()
+
+  def take(key):
+    if key not in sd:
+      checks.fail('state_dict', key, 'a timm ConvNeXt state dict; this key is missing')
+    used.add(key)
+    return sd[key]
+
+  def ln(prefix):
+    return {'scale': take(f'{prefix}.weight'), 'bias': take(f'{prefix}.bias')}
+
+  def conv(prefix):
+    return {'kernel': take(f'{prefix}.weight').transpose(2, 3, 1, 0), 'bias': take(f'{prefix}.bias')}
+
+  def linear(prefix):
+    w = take(f'{prefix}.weight')
+    return {'kernel': w.reshape(w.shape[0], w.shape[1]).T, 'bias': take(f'{prefix}.bias')}
+
+  params: dict[str, Any] = {'stem': {'conv': conv('stem.0'), 'norm': ln('stem.1')}}
+  for s, depth in enumerate(cfg['depths']):
+    if s:
+      params[f'stage{s}_down'] = {'norm': ln(f'stages.{s}.downsample.0'), 'conv': conv(f'stages.{s}.downsample.1')}
+    for j in range(depth):
+      b = f'stages.{s}.blocks.{j}'
+      params[f'stage{s}_block{j}'] = {'dwconv': conv(f'{b}.conv_dw'), 'norm': ln(f'{b}.norm'),
+                                      'fc1': linear(f'{b}.mlp.fc1'), 'fc2': linear(f'{b}.mlp.fc2'),
+                                      'gamma': take(f'{b}.gamma')}
+  params['head'] = {'norm': ln('head.norm'), 'fc': linear('head.fc')}
+  unknown = sorted(set(sd) - used)
+  if unknown:
+    checks.fail('state_dict', unknown[:4], 'only the keys of a timm ConvNeXt (V1) that this model holds')
+  return params
