@@ -20,7 +20,7 @@ Noise shapes S (`noise=`), always a lineax `DiagonalLinearOperator` of sigma * S
                  'brownian'.
   'attribution'  S = a per-example map [B, H, W] (or [B, H, W, 1]) at input resolution, area-averaged to each
                  stage's resolution and broadcast over channels: more noise where the map is large. Build it
-                 from integrated-gradients attributions with `attribution_map` (Jha et al.'s attribution-shaped
+                 from integrated-gradients attributions with `srjax.attribution.noise_map` (Jha et al.'s attribution-shaped
                  noise); the library takes the map as an input and stays pure.
 
 Brownian path (`path=`): 'folded' (default) draws the increment of step k from `fold_in(key, k)`, a valid
@@ -120,20 +120,6 @@ def brownian_path(key: jax.Array, shape: tuple[int, ...], depth: int, *, path: s
   tree = diffrax.VirtualBrownianTree(0.0, float(depth), tol=1e-3, shape=jax.ShapeDtypeStruct(shape, jnp.float32),
                                      key=key)
   return SmoothedTree(tree, float(smoothing))
-
-
-def attribution_map(attributions: jax.Array, *, eps: float = 1e-12) -> jax.Array:
-  """A noise-shape map from attributions: |A| summed over channels, scaled to mean 1 per example.
-
-  Args:
-    attributions: [B, H, W, C] (e.g. `srjax.attribution.integrated_gradients` of the inputs).
-    eps: guards an all-zero attribution (which gives a map of zeros).
-
-  Returns:
-    [B, H, W] float32, non-negative, mean 1 per example (so sigma keeps its meaning).
-  """
-  a = jnp.abs(attributions).sum(-1)
-  return a / (a.mean(axis=(1, 2), keepdims=True) + eps)
 
 
 def _stage_shape(noise: str, noise_map: jax.Array | None, y: jax.Array) -> jax.Array:

@@ -24,14 +24,16 @@ def test_embedded_splits_are_disjoint_balanced_and_deterministic(source, shape):
   assert not np.array_equal(data.load(source, 'test', seed=1).labels, test.labels)
 
 
-@pytest.mark.parametrize('source, kwargs, n', [('mnist', {}, 5000), ('digits', {}, 1797),
-                                               ('spectro', {'num_examples': 200}, 200)])
-def test_no_test_image_is_in_train_and_the_splits_cover_the_data(source, kwargs, n):
-  train, test = data.load(source, 'train', **kwargs), data.load(source, 'test', **kwargs)
-  train_rows = {r.tobytes() for r in train.images}
-  assert not any(r.tobytes() in train_rows for r in test.images)
-  every = {r.tobytes() for r in np.concatenate([train.images, test.images])}
-  assert len(train) + len(test) == n == len(every)   # disjoint, and nothing dropped or repeated
+@pytest.mark.parametrize('source, kwargs, n, splits', [
+    ('mnist', {}, 5000, ('train', 'test')), ('digits', {}, 1797, ('train', 'test')),
+    ('spectro', {'num_examples': 200}, 200, ('train', 'val', 'test'))])
+def test_no_test_image_is_in_train_and_the_splits_cover_the_data(source, kwargs, n, splits):
+  parts = [data.load(source, split, **kwargs).images for split in splits]
+  train_rows = {r.tobytes() for r in parts[0]}
+  for held_out in parts[1:]:
+    assert not any(r.tobytes() in train_rows for r in held_out)
+  every = {r.tobytes() for r in np.concatenate(parts)}
+  assert sum(map(len, parts)) == n == len(every)   # disjoint, and nothing dropped or repeated
 
 
 @pytest.mark.parametrize('n, val_fraction', [(1797, 0.0), (5000, 0.0), (10000, 0.15), (7, 0.15)])

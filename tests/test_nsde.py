@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from srjax import nsde
+from srjax import attribution, nsde
 from srjax.models import convnext
 
 MODEL = convnext.ConvNeXt(num_classes=3, depths=(2, 1), dims=(8, 16), stem_patch=2, layer_scale_init=1.0,
@@ -98,12 +98,12 @@ def test_predict_averages_the_softmax_over_draws():
   assert float(jnp.max(jnp.abs(probs - jax.nn.softmax(apply_fn(w, X, key), -1)))) > 1e-3
 
 
-def test_attribution_map_is_mean_one_and_nonnegative():
+def test_attribution_noise_map_is_mean_one_and_nonnegative():
   a = jax.random.normal(jax.random.key(0), (2, 8, 8, 3))
-  m = nsde.attribution_map(a)
-  chex.assert_shape(m, (2, 8, 8))
+  m = attribution.noise_map(a, normalize='mean')
+  chex.assert_shape(m, (2, 8, 8, 1))
   assert float(m.min()) >= 0
-  np.testing.assert_allclose(m.mean(axis=(1, 2)), 1.0, rtol=1e-5)
+  np.testing.assert_allclose(m.mean(axis=(1, 2, 3)), 1.0, rtol=1e-5)
 
 
 def test_errors_name_the_argument(variables):
