@@ -2,10 +2,10 @@
 
   python -m train.nsde --config configs/spectro.py [--config.model.kind=convnext] [--workdir DIR]
 
-Cost (measured with this command on a 2-core CPU shared with other jobs, load average 8-14): 24 min wall for the
-NSDE and 26 min for the ConvNeXt, both running at once (1.7 and 1.2 steps/s); on a quiet 2-core machine the same
-step rates imply roughly 5-10 min each (not measured quiet). Test accuracy: ConvNeXt 0.831, NSDE 0.813 (the
-summary line prints them).
+Cost (measured with this command on a quiet 2-core CPU, spectrograms already cached): 2 min 50 s wall for the
+NSDE (154 s of training) and 3 min 00 s for the ConvNeXt (175 s), peak RSS 2.6 GB; generating the 10,000
+spectrograms the first time adds 10-30 s. On a CPU shared with other jobs (load average 8-14) the same runs took
+24-26 min. Test accuracy: ConvNeXt 0.831, NSDE 0.813 (the summary line prints them; identical under load).
 
 Default: the small 'cpu' ConvNeXt (3 stages, depths 1-1-2, widths 24-48-96, 4x4 patchify stem), the 10,000
 generated 64x64 spectrograms (70/15/15 train/val/test; generated once, ~10-25 s, then cached), 1,500 AdamW steps

@@ -29,6 +29,7 @@ from srjax.data import spectro
 from srjax.models import convnext
 from srjax.models.apply_fn import ModuleApply
 from train import checkpoint, cli, loop
+from train import metrics as metrics_file
 from train.classifier import eval_batches, labelled_batches, masked_metrics
 from train.optim import make_optimizer
 
@@ -221,8 +222,7 @@ def finish(config: ml_collections.ConfigDict, workdir: str, seconds: float) -> s
   trained = load_trained(workdir, config)
   metrics = test_metrics(trained, batch_size=int(config.eval_batch_size), seed=int(config.seed))
   record = {'step': trained.step, 'split': 'test', **metrics, 'train_seconds': seconds}
-  with open(os.path.join(workdir, 'metrics.jsonl'), 'a') as f:
-    f.write(json.dumps(record) + '\n')
+  metrics_file.MetricsWriter(workdir, trained.step).write(record)
   with open(os.path.join(workdir, TEST_FILE), 'w') as f:
     json.dump(record, f, indent=2)
   return (f'train.nsde {config.model.kind} ({config.model.variant}): test accuracy {metrics["accuracy"]:.4f}, '
