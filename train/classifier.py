@@ -64,6 +64,36 @@ def masked_metrics(logits: jax.Array, labels: jax.Array, mask: jax.Array) -> dic
   return {'loss': jnp.sum(xent * mask) / weight, 'accuracy': jnp.sum(correct * mask) / weight, 'weight': count}
 
 
+def classification_task(config: ml_collections.ConfigDict, train_set: srdata.Dataset, test_set: srdata.Dataset,
+                        init: Callable, logits_fn: Callable) -> loop.Task:
+  """The loop's Task for a labelled image classifier trained with cross-entropy (shared by the entry points).
+
+  Args:
+    config: the entry point's config (batch sizes, optimizer, seed, schedule).
+    train_set: the training split.
+    test_set: the split evaluated every `config.eval_every` steps (masked, padded batches).
+    init: rng -> (params, model_state).
+    logits_fn: (params, model_state, images [B, H, W, C], rng, train) -> (logits [B, K], new model_state); rng is
+      the step's key in training and None in evaluation.
+
+  Returns:
+    The `loop.Task` (training metrics 'loss' and 'accuracy'; evaluation `masked_metrics`).
+  """
+  def loss(params, model_state, batch, rng):
+    logits, new_state = logits_fn(params, model_state, batch['image'], rng, True)
+    xent = optax.softmax_cross_entropy_with_integer_labels(logits, batch['label']).mean()
+    accuracy = jnp.mean(jnp.argmax(logits, -1) == batch['label'])
+    return xent, ({'accuracy': accuracy}, dict(new_state))
+
+  def evaluate(params, model_state, batch):
+    logits, _ = logits_fn(params, model_state, batch['image'], None, False)
+    return masked_metrics(logits, batch['label'], batch['mask'])
+
+  return loop.Task(init=init, loss=loss, train_batch=labelled_batches(train_set, config),
+                   optimizer=make_optimizer(config.optim, config.num_steps), evaluate=evaluate,
+                   eval_batches=lambda pi, pc: eval_batches(test_set, config.eval_batch_size, pi, pc))
+
+
 def build_task(config: ml_collections.ConfigDict) -> loop.Task:
   """The loop's Task for `configs/classifier.py`: an MLP or CNN (`config.model`) trained with cross-entropy.
 
@@ -81,20 +111,11 @@ def build_task(config: ml_collections.ConfigDict) -> loop.Task:
   def init(rng):
     return model.init(rng, jnp.zeros((1,) + train_set.images.shape[1:], jnp.float32))['params'], {}
 
-  def loss(params, model_state, batch, rng):
-    del rng
-    logits = model.apply({'params': params}, batch['image'])
-    xent = optax.softmax_cross_entropy_with_integer_labels(logits, batch['label']).mean()
-    accuracy = jnp.mean(jnp.argmax(logits, -1) == batch['label'])
-    return xent, ({'accuracy': accuracy}, model_state)
+  def logits_fn(params, model_state, images, rng, train):
+    del rng, train
+    return model.apply({'params': params}, images), model_state
 
-  def evaluate(params, model_state, batch):
-    del model_state
-    return masked_metrics(model.apply({'params': params}, batch['image']), batch['label'], batch['mask'])
-
-  return loop.Task(init=init, loss=loss, train_batch=labelled_batches(train_set, config),
-                   optimizer=make_optimizer(config.optim, config.num_steps), evaluate=evaluate,
-                   eval_batches=lambda pi, pc: eval_batches(test_set, config.eval_batch_size, pi, pc))
+  return classification_task(config, train_set, test_set, init, logits_fn)
 
 
 if __name__ == '__main__':

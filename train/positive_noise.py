@@ -12,12 +12,10 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import ml_collections
-import optax
 
 from srjax import inject
 from train import cli, loop
-from train.classifier import eval_batches, labelled_batches, load_data, masked_metrics
-from train.optim import make_optimizer
+from train.classifier import classification_task, load_data
 from train.srt_classifier import build_model, variables_of
 
 
@@ -69,21 +67,11 @@ def build_task(config: ml_collections.ConfigDict) -> loop.Task:
     v = model.init(rng, jnp.zeros((1,) + train_set.images.shape[1:], jnp.float32))
     return v['params'], ({'batch_stats': v['batch_stats']} if has_batch_norm(config) else {})
 
-  def loss(params, model_state, batch, rng):
-    logits, new_state = logits_fn(model, config, params, model_state, batch['image'], train=True,
-                                  noise=train_noise, rng=rng)
-    xent = optax.softmax_cross_entropy_with_integer_labels(logits, batch['label']).mean()
-    accuracy = jnp.mean(jnp.argmax(logits, -1) == batch['label'])
-    return xent, ({'accuracy': accuracy}, dict(new_state))
+  def task_logits(params, model_state, images, rng, train):
+    return logits_fn(model, config, params, model_state, images, train=train,
+                     noise=train_noise if train else test_noise, rng=rng if train else eval_key)
 
-  def evaluate(params, model_state, batch):
-    logits, _ = logits_fn(model, config, params, model_state, batch['image'], train=False, noise=test_noise,
-                          rng=eval_key)
-    return masked_metrics(logits, batch['label'], batch['mask'])
-
-  return loop.Task(init=init, loss=loss, train_batch=labelled_batches(train_set, config),
-                   optimizer=make_optimizer(config.optim, config.num_steps), evaluate=evaluate,
-                   eval_batches=lambda pi, pc: eval_batches(test_set, config.eval_batch_size, pi, pc))
+  return classification_task(config, train_set, test_set, init, task_logits)
 
 
 if __name__ == '__main__':

@@ -14,15 +14,13 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
-import optax
 
 from srjax import checks
 from srjax import data as srdata
 from srjax import srt_lib
 from srjax.models import resnet, vit
 from train import cli, loop
-from train.classifier import eval_batches, labelled_batches, load_data, masked_metrics
-from train.optim import make_optimizer
+from train.classifier import classification_task, load_data
 
 MODELS = ('vit', 'resnet')
 
@@ -106,27 +104,16 @@ def build_task(config: ml_collections.ConfigDict) -> loop.Task:
     v = model.init(rng, jnp.zeros((1,) + train_set.images.shape[1:], jnp.float32))
     return v['params'], ({'batch_stats': v['batch_stats']} if has_bn else {})
 
-  def logits_fn(params, model_state, x, train):
+  def logits_fn(params, model_state, x, rng, train):
+    if train:
+      x = random_translate(rng, x, config.augment_shift)
     if has_bn:
       if train:
         return model.apply(variables_of(params, model_state), x, train=True, mutable=['batch_stats'])
       return model.apply(variables_of(params, model_state), x), model_state
     return model.apply({'params': params}, x), model_state
 
-  def loss(params, model_state, batch, rng):
-    x = random_translate(rng, batch['image'], config.augment_shift)
-    logits, new_state = logits_fn(params, model_state, x, True)
-    xent = optax.softmax_cross_entropy_with_integer_labels(logits, batch['label']).mean()
-    accuracy = jnp.mean(jnp.argmax(logits, -1) == batch['label'])
-    return xent, ({'accuracy': accuracy}, dict(new_state))
-
-  def evaluate(params, model_state, batch):
-    logits, _ = logits_fn(params, model_state, batch['image'], False)
-    return masked_metrics(logits, batch['label'], batch['mask'])
-
-  return loop.Task(init=init, loss=loss, train_batch=labelled_batches(train_set, config),
-                   optimizer=make_optimizer(config.optim, config.num_steps), evaluate=evaluate,
-                   eval_batches=lambda pi, pc: eval_batches(test_set, config.eval_batch_size, pi, pc))
+  return classification_task(config, train_set, test_set, init, logits_fn)
 
 
 if __name__ == '__main__':
