@@ -238,12 +238,14 @@ def apply(model: ConvNeXt, variables: Any, x: jax.Array, key: jax.Array, *, sigm
     [B, num_classes] float32 logits.
 
   Raises:
-    ValueError: bad option names, sigma < 0, a missing or misshapen noise_map.
+    ValueError: bad option names, sigma < 0, a missing or misshapen noise_map, an input whose sides are not
+      multiples of `model.input_multiple()`.
 
   References:
     Liu et al. 2019 (Neural SDE), Sec. 3; arXiv 2409.01532, Sec. 2.
   """
   check_options(sigma=sigma, noise=noise, solver=solver, path=path, smoothing=smoothing)
+  model.check_input(x.shape)
   if noise == 'attribution':
     if noise_map is None:
       checks.fail('noise_map', None, "a [B, H, W] map for noise='attribution'")

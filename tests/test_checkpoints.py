@@ -14,7 +14,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from srjax.models import checkpoints, torch_pickle, vit
+from srjax.models import checkpoints, convnext, torch_pickle, vit
+from tests.test_convnext import _random_timm_state_dict, _timm_forward
 
 WIDTH, MLP, PATCH, GRID = 16, 32, 4, 4
 
@@ -166,21 +167,42 @@ def test_argument_errors(tmp_path, vit_sd):
     checkpoints.load(str(path))
 
 
-def test_convnext_dispatches_lazily(tmp_path, monkeypatch):
-  sd = {'stem.0.weight': np.ones((4, 3, 4, 4), np.float32),
-        'stages.0.blocks.0.conv_dw.weight': np.ones((4, 1, 7, 7), np.float32)}
+def test_a_timm_convnext_pth_loads_and_matches_the_float64_forward(tmp_path):
+  """A real torch zip file of a random timm-layout ConvNeXt -> checkpoints.load -> timm's logits."""
+  rng = np.random.default_rng(3)
+  depths, dims = (1, 2), (8, 16)
+  sd = _random_timm_state_dict(rng, depths, dims, patch=4, in_chans=2, num_classes=5)
   path = tmp_path / 'convnext.pth'
+  path.write_bytes(_torch_save_zip({'model': {f'module.{k}': v for k, v in sd.items()}}))   # wrapped + prefixed
+  model, variables = checkpoints.load(str(path))
+  assert isinstance(model, convnext.ConvNeXt) and set(variables) == {'params'}
+  assert (tuple(model.depths), tuple(model.dims), model.stem_patch, model.num_classes) == (depths, dims, 4, 5)
+  x = rng.uniform(size=(2, 2, 16, 16))                                   # NCHW, as timm takes it
+  got = model.apply(variables, jnp.asarray(x.transpose(0, 2, 3, 1), jnp.float32))
+  np.testing.assert_allclose(np.asarray(got), _timm_forward(sd, x, depths), rtol=1e-4, atol=1e-4)
+
+
+def test_the_official_convnext_layout_is_refused_with_a_clear_error(tmp_path):
+  sd = {'downsample_layers.0.0.weight': np.ones((4, 3, 4, 4), np.float32),
+        'stages.0.0.dwconv.weight': np.ones((4, 1, 7, 7), np.float32)}
+  path = tmp_path / 'convnext_official.pth'
   path.write_bytes(_torch_save_zip(sd))
   assert checkpoints.architecture(sd) == 'convnext'
-  try:
-    import srjax.models.convnext  # pylint: disable=g-import-not-at-top,unused-import
-  except ImportError:
-    with pytest.raises(ImportError, match='srjax.models.convnext'):
-      checkpoints.load(str(path))
-  calls = []
-  fake = types.ModuleType('srjax.models.convnext')
-  fake.params_from_timm = lambda state_dict: calls.append(state_dict) or ('model', {'w': state_dict['stem.0.weight']})
-  monkeypatch.setitem(sys.modules, 'srjax.models.convnext', fake)
-  model, variables = checkpoints.load(str(path))
-  assert model == 'model' and set(calls[0]) == set(sd)
-  np.testing.assert_array_equal(variables['params']['w'], sd['stem.0.weight'])
+  with pytest.raises(ValueError, match='timm-layout ConvNeXt'):
+    checkpoints.load(str(path))
+
+
+def test_a_partial_prefix_is_never_stripped(tmp_path, vit_sd):
+  """Only some keys carry 'module.': the state dict keeps every key as stored, and the converter names the
+  missing key instead of loading a silently renamed model."""
+  keys = sorted(vit_sd)
+  partial = {(f'module.{k}' if i % 2 else k): v for i, (k, v) in enumerate(sorted(vit_sd.items()))}
+  path = tmp_path / 'partial.pth'
+  path.write_bytes(_torch_save_zip(partial))
+  sd = checkpoints.load_state_dict(str(path))
+  assert set(sd) == set(partial)
+  for k in keys:
+    stored = f'module.{k}' if f'module.{k}' in partial else k
+    np.testing.assert_array_equal(sd[stored], vit_sd[k])
+  with pytest.raises(ValueError):
+    checkpoints.load(str(path), num_heads=2)

@@ -115,6 +115,7 @@ def test_corrupt_checkpoint_is_an_error_and_left_untouched(one_device_run, tmp_p
 def test_mismatched_checkpoint_is_an_error(one_device_run, tmp_path):
   workdir = tmp_path / 'mismatch'
   subprocess.run(['cp', '-r', str(one_device_run), str(workdir)], check=True)
+  os.remove(workdir / 'config.json')  # a workdir without its config: the checkpoint's own metadata check
   proc = subprocess.run(SMOKE + ['--workdir', str(workdir), '--config.model=mlp', '--config.num_steps=30'],
                         cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
   assert proc.returncode != 0 and 'incompatible' in proc.stderr, proc.stderr[-2000:]

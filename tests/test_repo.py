@@ -37,3 +37,9 @@ def test_configs_are_locked_and_start_with_their_command(name):
     config.no_such_field_anywhere = 1
   first_line = next(line for line in module.__doc__.splitlines()[1:] if line.strip())
   assert first_line.strip().startswith('python -m '), f'configs/{name}.py docstring must start with its command'
+
+
+def test_ci_builds_a_fresh_venv_before_the_readme_command():
+  ci = _read('.ci/run')
+  remove, create, activate = ci.index('rm -rf .ci/venv'), ci.index('-m venv .ci/venv'), ci.index('.ci/venv/bin/activate')
+  assert remove < create < activate < ci.index("pip install -e '.[test]'")

@@ -1,5 +1,12 @@
-"""train.nsde: the :smoke preset trains both kinds through the shared loop and reloads with load_trained."""
+"""train.nsde: the README's two commands (at smoke size) give two runs in two workdirs, a mismatched resume is
+refused, and each finished run reloads with load_trained."""
 from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
 
 import chex
 import jax
@@ -8,28 +15,78 @@ import pytest
 
 from configs import common
 from configs import spectro as spectro_config
-from train import metrics
+from tests.conftest import ROOT
+from train import checkpoint, loop, metrics
 from train import nsde as train_nsde
+
+
+def _main_job(cwd, *args: str) -> subprocess.CompletedProcess:
+  env = {k: v for k, v in os.environ.items() if k not in ('XLA_FLAGS', 'JAX_NUM_CPU_DEVICES')}
+  env.update(JAX_PLATFORMS='cpu', PYTHONPATH=ROOT, SRJAX_CACHE_DIR=str(cwd / 'cache'))
+  return subprocess.run([sys.executable, '-m', 'train.nsde', '--config', os.path.join(ROOT, 'configs/spectro.py:smoke'),
+                         *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+
+
+@pytest.fixture(scope='module')
+def readme_runs(tmp_path_factory):
+  """The README's NSDE command, then its ConvNeXt baseline command, one after the other (at smoke size)."""
+  cwd = tmp_path_factory.mktemp('main_job')
+  procs = {'nsde': _main_job(cwd), 'convnext': _main_job(cwd, '--config.model.kind=convnext')}
+  for proc in procs.values():
+    assert proc.returncode == 0, proc.stderr[-3000:]
+  return cwd, procs
+
+
+@pytest.mark.slow
+def test_the_readme_commands_give_two_runs_in_two_workdirs(readme_runs):
+  cwd, procs = readme_runs
+  for kind, proc in procs.items():
+    last = proc.stdout.strip().splitlines()[-1]
+    assert last.startswith(f'train.nsde {kind} ') and os.path.join('workdirs', kind) in last, last
+    assert 'test accuracy' in last and 'wall' in last
+    assert 'Metadata file does not exist' not in proc.stderr            # a normal run prints no orbax warning
+    workdir = cwd / 'workdirs' / kind
+    assert loop.read_config(str(workdir)).model.kind == kind
+    with open(workdir / 'test_metrics.json') as f:
+      test_record = json.load(f)
+    assert 0.0 <= test_record['accuracy'] <= 1.0 and metrics.read(str(workdir), 'test')[-1] == test_record
+  # Two trainings: the baseline did not resume the NSDE's checkpoint.
+  a, _ = checkpoint.load_numpy(str(cwd / 'workdirs' / 'nsde'))
+  b, _ = checkpoint.load_numpy(str(cwd / 'workdirs' / 'convnext'))
+  assert int(a['step']) == int(b['step']) == 4
+  assert any(not np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a['params']), jax.tree.leaves(b['params'])))
+
+
+@pytest.mark.slow
+def test_a_mismatched_resume_is_one_line_and_changes_nothing(readme_runs):
+  cwd, _ = readme_runs
+  before = _tree_digest(cwd / 'workdirs' / 'nsde')
+  wrong = _main_job(cwd, '--config.model.kind=convnext', '--workdir', 'workdirs/nsde')
+  assert wrong.returncode == 1
+  message = wrong.stderr.strip().splitlines()[-1]
+  assert "model.kind: stored 'nsde', given 'convnext'" in message and 'Traceback' not in wrong.stderr, message
+  assert _tree_digest(cwd / 'workdirs' / 'nsde') == before
+
+
+def _tree_digest(directory) -> dict[str, str]:
+  out = {}
+  for dirpath, dirnames, filenames in os.walk(directory):
+    for d in dirnames:
+      out[os.path.relpath(os.path.join(dirpath, d), directory) + '/'] = ''
+    for f in filenames:
+      with open(os.path.join(dirpath, f), 'rb') as fh:
+        out[os.path.relpath(os.path.join(dirpath, f), directory)] = hashlib.sha256(fh.read()).hexdigest()
+  return out
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize('kind', train_nsde.KINDS)
-def test_smoke_trains_through_the_loop_and_reloads(kind, tmp_path, monkeypatch):
-  monkeypatch.setenv('SRJAX_CACHE_DIR', str(tmp_path / 'cache'))
-  config = spectro_config.get_config('smoke')
-  common.override(config, {'model.kind': kind})
-  workdir = str(tmp_path / kind)
-  trained = train_nsde.train(config, workdir)
-  assert trained.step == config.num_steps
-  assert [r['step'] for r in metrics.read(workdir, 'eval')] == [config.num_steps]
-  line = train_nsde.finish(config, workdir, 12.0)
-  assert 'test accuracy' in line and 'wall 12 s' in line and workdir in line
-  record = metrics.read(workdir, 'test')[-1]
-  assert 0.0 <= record['accuracy'] <= 1.0 and record['examples'] == len(trained.test_set)
-
+def test_a_finished_run_reloads_from_its_workdir(readme_runs, kind):
+  cwd, _ = readme_runs
+  workdir = str(cwd / 'workdirs' / kind)
   reloaded = train_nsde.load_trained(workdir)           # from the workdir's config.json alone
-  assert reloaded.config.model.kind == kind and reloaded.config.is_locked
-  chex.assert_trees_all_equal(reloaded.variables, trained.variables)
+  assert reloaded.config.model.kind == kind and reloaded.config.is_locked and reloaded.step == 4
+  assert [r['step'] for r in metrics.read(workdir, 'eval')] == [4]
   x = reloaded.test_set.images[:4]
   assert reloaded.test_set.extras['snr_db'].shape == (len(reloaded.test_set),)
   a = reloaded.apply_fn(reloaded.variables, x, jax.random.key(0))
@@ -38,13 +95,17 @@ def test_smoke_trains_through_the_loop_and_reloads(kind, tmp_path, monkeypatch):
   assert (kind == 'convnext') == bool(np.allclose(a, b))  # the ConvNeXt ignores rng, the NSDE's noise is on
   probs = reloaded.predict(reloaded.variables, x, jax.random.key(0))
   np.testing.assert_allclose(np.sum(probs, -1), 1.0, atol=1e-5)
+  # The CLI's test record is what test_metrics computes from the reloaded run.
+  again = train_nsde.test_metrics(reloaded, batch_size=int(reloaded.config.eval_batch_size),
+                                  seed=int(reloaded.config.seed))
+  assert again['accuracy'] == metrics.read(workdir, 'test')[-1]['accuracy']
 
 
 def test_missing_checkpoint_and_bad_options_are_one_line_errors(tmp_path):
   config = spectro_config.get_config('smoke')
   with pytest.raises(FileNotFoundError, match='config.json'):
     train_nsde.load_trained(str(tmp_path))
-  train_nsde.save_config(config, str(tmp_path))
+  loop.save_config(config, str(tmp_path))
   with pytest.raises(FileNotFoundError, match='holds no checkpoint') as info:
     train_nsde.load_trained(str(tmp_path))
   assert '\n' not in str(info.value) and str(tmp_path) in str(info.value)

@@ -18,10 +18,16 @@ class CheckpointError(RuntimeError):
 
 
 def manager(workdir: str, *, keep: int) -> ocp.CheckpointManager:
-  """A CheckpointManager over `workdir/checkpoints` (one folder that every process sees)."""
+  """A CheckpointManager over `workdir/checkpoints` (one folder that every process sees).
+
+  Its item handler is declared up front, so the metadata of a saved step is read through the manager
+  (`item_metadata`). Reading an item folder with a standalone checkpointer instead makes orbax look for the
+  step's `_CHECKPOINT_METADATA` inside the item folder and log "Metadata file does not exist" on every run; the
+  save itself had finished (the loop waits for it), so that warning never meant a race.
+  """
   directory = os.path.join(os.path.abspath(workdir), 'checkpoints')
   options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
-  return ocp.CheckpointManager(directory, options=options)
+  return ocp.CheckpointManager(directory, options=options, item_handlers=ocp.StandardCheckpointHandler())
 
 
 def restore_latest(mngr: ocp.CheckpointManager, target: Any) -> tuple[Any, int] | None:
@@ -44,7 +50,7 @@ def restore_latest(mngr: ocp.CheckpointManager, target: Any) -> tuple[Any, int] 
   path = os.path.join(str(mngr.directory), str(step))
   untouched = 'It was left untouched: move it away or pass another --workdir to start afresh.'
   try:
-    saved = leaf_specs(ocp.PyTreeCheckpointer().metadata(os.path.join(path, 'default')).item_metadata.tree)
+    saved = leaf_specs(mngr.item_metadata(step).tree)
   except Exception as e:  # orbax raises many types; all mean the same to the user.
     raise CheckpointError(f'checkpoint {path} is corrupt or incompatible: its metadata cannot be read '
                           f'({_first_line(e)}). '
@@ -116,13 +122,16 @@ def load_numpy(workdir: str, step: int | None = None) -> tuple[dict[str, Any], i
   Returns:
     ({'step', 'params', 'opt_state', 'model_state'} as nested dicts of np.ndarray, step).
   """
-  mngr = manager(workdir, keep=1_000_000)
-  step = mngr.latest_step() if step is None else step
-  mngr.close()
-  if step is None:
-    raise FileNotFoundError(f'no checkpoint under {os.path.join(workdir, "checkpoints")}')
-  path = os.path.join(os.path.abspath(workdir), 'checkpoints', str(step), 'default')
-  checkpointer = ocp.PyTreeCheckpointer()
-  tree = checkpointer.metadata(path).item_metadata.tree
-  restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
-  return checkpointer.restore(path, restore_args=restore_args), step
+  directory = os.path.join(os.path.abspath(workdir), 'checkpoints')
+  if not os.path.isdir(directory):
+    raise FileNotFoundError(f'no checkpoint under {directory}')
+  mngr = ocp.CheckpointManager(directory, item_handlers=ocp.PyTreeCheckpointHandler())
+  try:
+    step = mngr.latest_step() if step is None else step
+    if step is None:
+      raise FileNotFoundError(f'no checkpoint under {directory}')
+    tree = mngr.item_metadata(step).tree
+    restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
+    return mngr.restore(step, args=ocp.args.PyTreeRestore(restore_args=restore_args)), step
+  finally:
+    mngr.close()

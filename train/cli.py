@@ -46,7 +46,8 @@ def _one_line(error: BaseException) -> str:
 
 def main(build_task: Callable[[ml_collections.ConfigDict], object], *,
          on_start: Callable[[ml_collections.ConfigDict, str], None] | None = None,
-         on_finish: Callable[[ml_collections.ConfigDict, str, float], None] | None = None) -> None:
+         on_finish: Callable[[ml_collections.ConfigDict, str, float], None] | None = None,
+         default_workdir: Callable[[ml_collections.ConfigDict], str] | None = None) -> None:
   """Parses the flags, initialises multi-host JAX when asked to, builds the task and runs the shared loop.
 
   Args:
@@ -54,6 +55,9 @@ def main(build_task: Callable[[ml_collections.ConfigDict], object], *,
     on_start: optional (config, workdir), called before training (e.g. to store the config in the workdir).
     on_finish: optional (config, workdir, wall seconds), called after the loop (e.g. a test evaluation and a
       summary line).
+    default_workdir: optional config -> the workdir used when --workdir is not given; default
+      `workdirs/<entry point>` (train.nsde gives each model kind its own, so a baseline never resumes another
+      kind's run).
   """
   from train import loop  # pylint: disable=g-import-not-at-top
   entry = os.path.basename(sys.argv[0]).removesuffix('.py')
@@ -66,7 +70,8 @@ def main(build_task: Callable[[ml_collections.ConfigDict], object], *,
     if not flags.FLAGS['verbosity'].present:
       logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
     distributed.maybe_initialize()
-    workdir = _WORKDIR.value or os.path.join('workdirs', entry)
+    workdir = _WORKDIR.value or (default_workdir(_CONFIG.value) if default_workdir is not None
+                                 else os.path.join('workdirs', entry))
     logging.info('workdir: %s', workdir)
     try:
       start = time.perf_counter()
@@ -75,8 +80,9 @@ def main(build_task: Callable[[ml_collections.ConfigDict], object], *,
       loop.run(_CONFIG.value, workdir, build_task(_CONFIG.value))
       if on_finish is not None:
         on_finish(_CONFIG.value, workdir, time.perf_counter() - start)
-    except (checkpoint.CheckpointError, FileNotFoundError, ValueError) as e:
-      # Bad data source, missing TFDS data, bad option values, unusable checkpoint: one line, no traceback.
+    except (checkpoint.CheckpointError, FileNotFoundError, ValueError, FloatingPointError) as e:
+      # Bad data source, missing TFDS data, bad option values, unusable checkpoint, a workdir holding another
+      # config's run, a diverging run: one line, no traceback.
       print(f'error: {e}', file=sys.stderr)
       sys.exit(1)
 

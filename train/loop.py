@@ -6,12 +6,18 @@ state replicated), jit-compiles a train step that donates the state, resumes fro
 steps, and appends metrics to `workdir/metrics.jsonl` with a tqdm bar. The same code runs on one CPU, on
 simulated CPU devices, on a GPU, on a TPU slice and on several hosts (see `train/distributed.py`).
 
+A workdir belongs to one config: `run` stores the config as `workdir/config.json`, and a later run in the same
+workdir must match it in every field except `RESUMABLE_FIELDS` (checked before anything in the workdir is
+touched; `ConfigMismatchError` names the fields). A non-finite loss, gradient norm or update stops the run at the
+host sync that sees it (`NonFiniteError`, naming the step) before anything non-finite is saved.
+
 Determinism: the root key is `jax.random.key(config.seed)`, each step folds in the step number, and the task's
 batches are a pure function of the step, so a resumed run ends with exactly the params of an uninterrupted one.
 """
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import time
 from typing import Any, Callable, Iterable
@@ -34,6 +40,19 @@ ModelState = Any
 Batch = dict[str, np.ndarray]
 
 MAX_QUEUED_STEPS = 32  # CPU collectives hang when ~50+ steps are queued without a host sync.
+CONFIG_FILE = 'config.json'
+# Fields that may differ between a run and the run it resumes: bookkeeping that changes neither the model, the
+# data nor the optimisation. `num_steps` may grow or shrink only with a constant learning-rate schedule (a cosine
+# schedule is a function of num_steps, so changing it would change the optimisation of the steps already run).
+RESUMABLE_FIELDS = ('num_steps', 'log_every', 'eval_every', 'checkpoint_every', 'keep', 'eval_batch_size')
+
+
+class ConfigMismatchError(ValueError):
+  """The workdir holds a run whose stored config differs from the new one in a field that matters."""
+
+
+class NonFiniteError(FloatingPointError):
+  """A training step produced a non-finite loss, gradient norm or parameter update."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,6 +116,73 @@ def init_state(task: Task, rng: jax.Array, replicated: NamedSharding) -> TrainSt
   return jax.jit(init, out_shardings=replicated)(rng)
 
 
+def _flat(tree: Any, prefix: str = '') -> dict[str, Any]:
+  out = {}
+  for k, v in tree.items():
+    if isinstance(v, dict):
+      out.update(_flat(v, f'{prefix}{k}.'))
+    else:
+      out[f'{prefix}{k}'] = v
+  return out
+
+
+def save_config(config: ml_collections.ConfigDict, workdir: str) -> str:
+  """Writes `workdir/config.json` atomically (process 0 only); returns its path."""
+  os.makedirs(workdir, exist_ok=True)
+  path = os.path.join(workdir, CONFIG_FILE)
+  if jax.process_index() == 0:
+    tmp = f'{path}.tmp'
+    with open(tmp, 'w') as f:
+      f.write(config.to_json(indent=2))
+    os.replace(tmp, path)
+  return path
+
+
+def read_config(workdir: str) -> ml_collections.ConfigDict:
+  """The locked config stored in `workdir/config.json` by `run`.
+
+  Raises:
+    FileNotFoundError: the workdir holds no config.json.
+  """
+  path = os.path.join(workdir, CONFIG_FILE)
+  if not os.path.exists(path):
+    raise FileNotFoundError(f'{workdir} holds no {CONFIG_FILE}: it was not written by a train.<name> entry point')
+  with open(path) as f:
+    config = ml_collections.ConfigDict(json.load(f))
+  config.lock()
+  return config
+
+
+def check_resume(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """Refuses to resume a workdir whose stored config differs from `config` outside `RESUMABLE_FIELDS`.
+
+  Reads `workdir/config.json` when it exists and writes nothing, so a refused run leaves the workdir exactly as
+  it was.
+
+  Raises:
+    ConfigMismatchError: one line naming each differing field with its stored and its new value.
+  """
+  path = os.path.join(workdir, CONFIG_FILE)
+  if not os.path.exists(path):
+    return
+  with open(path) as f:
+    stored = _flat(json.load(f))
+  new = _flat(json.loads(config.to_json()))
+  missing = object()
+  names = sorted(set(stored) | set(new))
+  fixed = [n for n in names if n not in RESUMABLE_FIELDS or (n == 'num_steps' and new.get('optim.schedule',
+                                                                                       'constant') != 'constant')]
+  diffs = [n for n in fixed if stored.get(n, missing) != new.get(n, missing)]
+  if not diffs:
+    return
+  show = lambda v: 'absent' if v is missing else repr(v)
+  detail = '; '.join(f'{n}: stored {show(stored.get(n, missing))}, given {show(new.get(n, missing))}' for n in diffs)
+  raise ConfigMismatchError(
+      f'{workdir} holds a run with an incompatible config ({detail}); nothing was changed. Resume it with its own config '
+      f'(only {", ".join(RESUMABLE_FIELDS)} may change, num_steps only with a constant schedule) or pass another '
+      '--workdir.')
+
+
 def make_train_step(task: Task, train_rng: jax.Array, mesh: jax.sharding.Mesh):
   """The jitted step (state, batch) -> (state, metrics): state replicated and donated, batch split on 'data'."""
   replicated = NamedSharding(mesh, P())
@@ -108,7 +194,10 @@ def make_train_step(task: Task, train_rng: jax.Array, mesh: jax.sharding.Mesh):
     updates, opt_state = task.optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     new_state = TrainState(step=state.step + 1, params=params, opt_state=opt_state, model_state=model_state)
-    return new_state, {'loss': loss, **metrics}
+    grad_norm = optax.tree.norm(grads)
+    # One flag per step, checked on the host at each sync: a NaN learning rate gives finite grads but NaN updates.
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & jnp.isfinite(optax.tree.norm(updates))
+    return new_state, {'loss': loss, 'grad_norm': grad_norm, **metrics, 'finite': finite}
 
   return jax.jit(train_step, in_shardings=(replicated, NamedSharding(mesh, P('data'))),
                  out_shardings=(replicated, replicated), donate_argnums=0)
@@ -140,7 +229,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, task: Task) -> TrainSta
     The final TrainState (replicated arrays).
   """
   _validate(config)
-  os.makedirs(workdir, exist_ok=True)
+  check_resume(config, workdir)
+  save_config(config, workdir)
   mesh = make_mesh()
   replicated = NamedSharding(mesh, P())
   data_sharding = NamedSharding(mesh, P('data'))
@@ -173,24 +263,42 @@ def run(config: ml_collections.ConfigDict, workdir: str, task: Task) -> TrainSta
   pending: list[dict[str, jax.Array]] = []
   bar = tqdm(total=config.num_steps, initial=start, desc='train', dynamic_ncols=True,
              disable=jax.process_index() != 0, mininterval=1.0)
-  window_start, window_step = time.perf_counter(), start
+  window = [time.perf_counter(), start]
+
+  def sync(done: int) -> None:
+    """Pulls the queued metrics to the host, stops on a non-finite step, and logs their mean."""
+    if not pending:
+      return
+    host = jax.device_get(pending)
+    first = done - len(pending) + 1
+    for i, record in enumerate(host):
+      if not bool(record.pop('finite')):
+        bar.close()
+        raise NonFiniteError(
+            f'step {first + i}: non-finite training (loss {float(record["loss"])}, gradient norm '
+            f'{float(record["grad_norm"])}); stopped before saving it, the latest checkpoint in {workdir} is '
+            f'still the last good one (check the learning rate and the data)')
+    pending.clear()
+    means = _mean_metrics(host)
+    now = time.perf_counter()
+    steps_per_sec = (done - window[1]) / max(now - window[0], 1e-9)
+    window[:] = [now, done]
+    writer.write({'step': done, 'split': 'train', **means, 'steps_per_sec': steps_per_sec})
+    bar.set_postfix(loss=f'{means["loss"]:.4f}', refresh=False)
+
   for step in range(start, config.num_steps):
     batch = task.train_batch(step, jax.process_index(), jax.process_count())
     state, metrics = train_step(state, shard_batch(batch, data_sharding))
     pending.append(metrics)
     done = step + 1
-    if done % sync_every == 0 or done == config.num_steps:
-      host = _mean_metrics(jax.device_get(pending))  # the host sync
-      pending.clear()
-      now = time.perf_counter()
-      steps_per_sec = (done - window_step) / max(now - window_start, 1e-9)
-      window_start, window_step = now, done
-      writer.write({'step': done, 'split': 'train', **host, 'steps_per_sec': steps_per_sec})
-      bar.set_postfix(loss=f'{host["loss"]:.4f}', refresh=False)
+    evaluating = done % config.eval_every == 0 or done == config.num_steps
+    saving = done % config.checkpoint_every == 0 or done == config.num_steps
+    if done % sync_every == 0 or evaluating or saving:
+      sync(done)   # every state that is evaluated or saved has been checked first
     bar.update(1)
-    if done % config.eval_every == 0 or done == config.num_steps:
+    if evaluating:
       evaluate(done)
-    if done % config.checkpoint_every == 0 or done == config.num_steps:
+    if saving:
       checkpoint.save(mngr, done, state)
   bar.close()
   if start >= config.num_steps and mngr.latest_step() != config.num_steps:

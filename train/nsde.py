@@ -2,6 +2,8 @@
 
   python -m train.nsde --config configs/spectro.py [--config.model.kind=convnext] [--workdir DIR]
 
+The default workdir is `workdirs/<model.kind>` (`workdirs/nsde`, `workdirs/convnext`).
+
 Trains through the shared loop (`train/loop.py`), evaluating on the validation split every `eval_every` steps.
 When it finishes it evaluates the test split (the NSDE's softmax averaged over `model.test_draws` draws), appends
 a {'split': 'test'} record to `metrics.jsonl`, writes `test_metrics.json`, and prints one summary line. The
@@ -34,7 +36,7 @@ from train.classifier import eval_batches, labelled_batches, masked_metrics
 from train.optim import make_optimizer
 
 KINDS = ('nsde', 'convnext')
-CONFIG_FILE = 'config.json'
+CONFIG_FILE = loop.CONFIG_FILE
 TEST_FILE = 'test_metrics.json'
 
 
@@ -92,6 +94,8 @@ def make_predict(config: ml_collections.ConfigDict, apply_fn: Callable) -> nsde.
 def build_task(config: ml_collections.ConfigDict) -> loop.Task:
   """The loop's Task: cross-entropy of one noise draw per step (noise on in training), validation metrics of
   the mean softmax over the test-time draws."""
+  if config.data.source == 'spectro':   # refuse a size the model would crop before generating any data
+    build_model(config, 1).check_input((1, config.data.size, config.data.size, 1))
   train_set = load_data(config, 'train')
   val_set = load_data(config, 'val')
   model = build_model(config, train_set.num_classes)
@@ -147,30 +151,14 @@ class Trained:
   step: int
 
 
-def save_config(config: ml_collections.ConfigDict, workdir: str) -> str:
-  """Writes workdir/config.json (atomically); returns its path."""
-  os.makedirs(workdir, exist_ok=True)
-  path = os.path.join(workdir, CONFIG_FILE)
-  tmp = path + '.tmp'
-  with open(tmp, 'w') as f:
-    f.write(config.to_json(indent=2))
-  os.replace(tmp, path)
-  return path
-
-
 def read_config(workdir: str) -> ml_collections.ConfigDict:
-  """The locked config stored in workdir/config.json.
+  """The locked config a run stored in workdir/config.json (`train.loop.read_config`)."""
+  return loop.read_config(workdir)
 
-  Raises:
-    FileNotFoundError: no config.json in the workdir.
-  """
-  path = os.path.join(workdir, CONFIG_FILE)
-  if not os.path.exists(path):
-    raise FileNotFoundError(f'{workdir} holds no {CONFIG_FILE}: it was not written by python -m train.nsde')
-  with open(path) as f:
-    config = ml_collections.ConfigDict(json.load(f))
-  config.lock()
-  return config
+
+def default_workdir(config: ml_collections.ConfigDict) -> str:
+  """`workdirs/<model.kind>`: the NSDE and its ConvNeXt baseline never share a default workdir."""
+  return os.path.join('workdirs', str(config.model.kind))
 
 
 def load_trained(workdir: str, config: ml_collections.ConfigDict | None = None) -> Trained:
@@ -231,15 +219,11 @@ def finish(config: ml_collections.ConfigDict, workdir: str, seconds: float) -> s
 
 
 def train(config: ml_collections.ConfigDict, workdir: str) -> Trained:
-  """Stores the config in the workdir, trains (or resumes, or reuses a finished run) with the shared loop, and
-  returns the trained run. The programmatic twin of the command line."""
-  save_config(config, workdir)
+  """Trains (or resumes, or reuses a finished run) with the shared loop, which stores the config in the workdir
+  and refuses a workdir holding another config's run; returns the trained run. The programmatic twin of the
+  command line."""
   loop.run(config, workdir, build_task(config))
   return load_trained(workdir, config)
-
-
-def _on_start(config: ml_collections.ConfigDict, workdir: str) -> None:
-  save_config(config, workdir)
 
 
 def _on_finish(config: ml_collections.ConfigDict, workdir: str, seconds: float) -> None:
@@ -248,4 +232,4 @@ def _on_finish(config: ml_collections.ConfigDict, workdir: str, seconds: float) 
 
 
 if __name__ == '__main__':
-  cli.main(build_task, on_start=_on_start, on_finish=_on_finish)
+  cli.main(build_task, on_finish=_on_finish, default_workdir=default_workdir)

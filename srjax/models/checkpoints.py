@@ -11,19 +11,19 @@ This module is a weight loader: it reads files (the only other places `srjax` re
 
 Architectures are recognised from the state dict's key names:
   * ViT (timm, DINO, DINOv2: `patch_embed.proj.weight`, `blocks.0.attn.qkv.weight`): `vit.from_torch`.
-  * ConvNeXt (timm: `stem.0.weight` and `stages.0.blocks.0.conv_dw.weight`; the official code:
-    `downsample_layers.0.0.weight` and `stages.0.0.dwconv.weight`): `srjax.models.convnext.params_from_timm`,
-    imported only when such a checkpoint is loaded.
+  * ConvNeXt (timm: `stem.0.weight` and `stages.0.blocks.0.conv_dw.weight`): `srjax.models.convnext.from_timm`.
+    The official code's layout (`downsample_layers.0.0.weight`, `stages.0.0.dwconv.weight`) is recognised and
+    refused with a message naming the timm layout the converter needs.
 """
 from __future__ import annotations
 
-import importlib
 import os
 from typing import Any, Mapping
 
 import numpy as np
 
 from srjax import checks
+from srjax.models import convnext
 from srjax.models import torch_pickle
 from srjax.models import vit
 
@@ -124,22 +124,15 @@ def load(path: str, *, num_heads: int | None = None) -> tuple[Any, dict[str, Any
     (`vit.features(model)`).
 
   Raises:
-    see `load_state_dict`; ValueError for an unrecognised architecture or a state dict the converter refuses;
-    ImportError for a ConvNeXt checkpoint when `srjax.models.convnext` is not available.
+    see `load_state_dict`; ValueError for an unrecognised architecture or a state dict the converter refuses.
   """
   sd = load_state_dict(path)
   arch = architecture(sd)
   if arch == 'vit':
     model, params = vit.from_torch(sd, num_heads)
-    return model, {'params': params}
-  try:
-    convnext = importlib.import_module('srjax.models.convnext')
-  except ImportError as e:
-    raise ImportError(f'path: {path!r} is a ConvNeXt checkpoint; converting it needs srjax.models.convnext '
-                      '(params_from_timm), which this installation lacks') from e
-  out = convnext.params_from_timm(sd)
-  if not (isinstance(out, tuple) and len(out) == 2):
-    raise TypeError('srjax.models.convnext.params_from_timm must return (model, params); got '
-                    f'{type(out).__name__}')
-  model, params = out
-  return model, (params if isinstance(params, Mapping) and 'params' in params else {'params': params})
+  else:
+    if 'stem.0.weight' not in sd:
+      checks.fail('path', path, 'a timm-layout ConvNeXt (stem.0.weight, stages.N.blocks.M.*); this file has the '
+                  "official code's layout (downsample_layers.*), convert it with timm first")
+    model, params = convnext.from_timm(sd)
+  return model, {'params': params}

@@ -231,6 +231,18 @@ class ConvNeXt(nn.Module):
                        for rates in self.drop_rates()],
             'head': Head(self.num_classes, parent=None)}
 
+  def input_multiple(self) -> int:
+    """stem_patch * 2^(stages - 1): input sides must be multiples of it (the stem and the 2x2 stride-2
+    downsampling convs are VALID, so any other size would lose its last rows and columns at some stage)."""
+    return int(self.stem_patch) * 2 ** (len(self.depths) - 1)
+
+  def check_input(self, shape: Sequence[int]) -> None:
+    """Raises ValueError unless `shape` is [B, H, W, C] with H and W multiples of `input_multiple()`."""
+    m = self.input_multiple()
+    if len(shape) != 4 or shape[1] % m or shape[2] % m:
+      checks.fail('x', tuple(shape), f'a channels-last batch [B, H, W, C] with H and W multiples of stem_patch * '
+                  f'2^(stages - 1) = {m} (other sizes would be cropped by the VALID stem and downsampling convs)')
+
   def check(self) -> None:
     """Raises ValueError for a bad depthwise name or mismatched depths/dims."""
     checks.one_of('depthwise', self.depthwise, DEPTHWISE)
@@ -241,6 +253,7 @@ class ConvNeXt(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, deterministic: bool = True) -> jax.Array:
     self.check()
+    self.check_input(x.shape)
     x = Stem(self.dims[0], self.stem_patch, name='stem')(self.standardize(x))
     for s, rates in enumerate(self.drop_rates()):
       if s:
@@ -338,3 +351,24 @@ def params_from_timm(state_dict: Mapping[str, Any]) -> dict[str, Any]:
   if unknown:
     checks.fail('state_dict', unknown[:4], 'only the keys of a timm ConvNeXt (V1) that this model holds')
   return params
+
+
+def from_timm(state_dict: Mapping[str, Any]) -> tuple[ConvNeXt, dict[str, Any]]:
+  """A timm ConvNeXt state dict as (model, params): the twin of `srjax.models.vit.from_torch`.
+
+  The architecture (depths, dims, stem patch, classes) is read from the shapes (`config_from_timm`) and the
+  weights are converted by `params_from_timm`. The model standardises nothing (`input_mean=0`, `input_std=1`):
+  like timm's, it expects inputs already normalised the way the weights were trained (ImageNet weights: RGB in
+  [0, 1], minus mean (0.485, 0.456, 0.406), divided by std (0.229, 0.224, 0.225)), channels-last
+  [B, H, W, C_in] with H and W multiples of stem_patch * 2^(stages - 1).
+
+  Args:
+    state_dict: mapping from timm parameter names to arrays.
+
+  Returns:
+    (`ConvNeXt`, params) where `model.apply({'params': params}, x)` gives timm's logits.
+
+  Raises:
+    ValueError: see `params_from_timm`.
+  """
+  return ConvNeXt(**config_from_timm(state_dict)), params_from_timm(state_dict)
