@@ -231,8 +231,9 @@ def traced_bump(params, x):
 def _apgd_by_hand(x, c, eps, x0, steps, rho=0.75):
   """Algorithm 1 in NumPy for the bump model, whose CE gradient points from p to c (L2 direction (c-p)/|c-p|).
 
-  Returns the iterates x_1..x_N [N, B, D], the step size used by each iteration [N, B], and the per-example
-  flags of each checkpoint: (cut by condition 1, cut by condition 2) as lists of [B] arrays.
+  Returns the iterates x_1..x_N [N, B, D], the step size used by each iteration [N, B], the per-example
+  flags of each checkpoint: (cut by condition 1, cut by condition 2) as lists of [B] arrays, and the margin
+  [N, B] of each iteration's loss comparisons (how far from a tie).
   """
   def loss(p):  # CE of class 0 with logits [0, -10 q - 1]
     return np.logaddexp(0.0, -10.0 * np.sum((p - c) ** 2, 1) - 1.0)
@@ -260,12 +261,13 @@ def _apgd_by_hand(x, c, eps, x0, steps, rho=0.75):
   best, g_best = x0, g
   n_up = np.zeros(len(x), int)
   halved = np.ones(len(x), bool)                        # condition 2 cannot fire at the first checkpoint
-  iterates, etas, cond1s, cond2s = [], [], [], []
+  iterates, etas, cond1s, cond2s, margins = [], [], [], [], []
   for i in range(steps):
     a = 1.0 if i == 0 else 0.75                         # plain projected first step, then momentum 0.75
     z = project(xk + eta[:, None] * g)
     x_new = project(xk + a * (z - xk) + (1 - a) * (xk - x_prev))
     value = loss(x_new)
+    margins.append(np.minimum(np.abs(value - prev), np.abs(value - best_loss)))
     n_up += value > prev
     prev = value
     better = value > best_loss
@@ -285,7 +287,7 @@ def _apgd_by_hand(x, c, eps, x0, steps, rho=0.75):
       halved, best_at_check, n_up = cut, best_loss, np.zeros_like(n_up)
       cond1s.append(cond1)
       cond2s.append(cond2)
-  return np.stack(iterates), np.stack(etas), cond1s, cond2s
+  return np.stack(iterates), np.stack(etas), cond1s, cond2s, np.stack(margins)
 
 
 def test_apgd_iterates_follow_algorithm_1_by_hand(toy):
@@ -295,7 +297,7 @@ def test_apgd_iterates_follow_algorithm_1_by_hand(toy):
   examples are cut at the first checkpoint (condition 1) and some are not, and later condition 2 fires.
   """
   rng = np.random.default_rng(11)
-  b, steps = 24, 20
+  b, steps = 64, 20
   x = toy['x'][:b].reshape(b, -1).astype(np.float64)
   eps = rng.uniform(0.1, 0.25, size=b)                   # one radius (hence one step size) per example
   d = rng.normal(size=(b, D))
@@ -308,7 +310,7 @@ def test_apgd_iterates_follow_algorithm_1_by_hand(toy):
   x0 = trace[1]                                                               # the random start: on the sphere
   np.testing.assert_allclose(np.linalg.norm(x0 - x, axis=1), eps, rtol=1e-5)
 
-  iterates, etas, cond1s, cond2s = _apgd_by_hand(x, c, eps, x0, steps)
+  iterates, etas, cond1s, cond2s, margins = _apgd_by_hand(x, c, eps, x0, steps)
   # x_1 = P(x_0 + 2 eps d(g_0)) and x_2 = P(x_1 + 0.75 (z_2 - x_1) + 0.25 (x_1 - x_0)), spelled out.
   unit = lambda v: v / np.linalg.norm(v, axis=1, keepdims=True)
   proj = lambda z: x + unit(z - x) * np.minimum(eps[:, None], np.linalg.norm(z - x, axis=1, keepdims=True))
@@ -318,15 +320,19 @@ def test_apgd_iterates_follow_algorithm_1_by_hand(toy):
   np.testing.assert_allclose(trace[2], x1, atol=2e-6)
   np.testing.assert_allclose(trace[3], x2, atol=2e-6)
   np.testing.assert_allclose(iterates[:2], [x1, x2], atol=1e-12)
-  # The later iterates, hence the step size of each iteration and example (2 eps, halved where cut), through
-  # six checkpoints (further on, iterates close to c make the loss comparisons float-rounding ties).
-  np.testing.assert_allclose(trace[2:14], iterates[:12], atol=2e-5)
+  # The later iterates x_3..x_14, hence the step size of each iteration and example (2 eps, halved where cut),
+  # through the checkpoints after iterations 3, 6, 8, ..., 12.
+  # Examples whose loss comparisons come within 1e-5 of a tie (float32 rounding decides them) are left out.
+  clear = margins[:14].min(0) > 1e-5
+  assert clear.sum() >= b // 2
+  np.testing.assert_allclose(trace[2:16, clear], iterates[:14, clear], atol=2e-5)
   # The case is not degenerate: the first checkpoint (after 4 iterations) halves some steps and not others,
   # and condition 2 fires at a later checkpoint.
   first = cond1s[0]
   assert 0 < first.sum() < b
   np.testing.assert_allclose(etas[4], np.where(first, eps, 2 * eps))
-  assert any(c2.any() for c2 in cond2s[1:6])
+  # Condition 2 alone (the loss rose in the window but the best did not improve) cuts some example.
+  assert any((c2 & clear).any() for c2 in cond2s[1:6])
 
 
 # --- EOT with draws that matter ---------------------------------------------------------------------------------
