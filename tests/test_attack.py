@@ -331,7 +331,7 @@ def test_apgd_iterates_follow_algorithm_1_by_hand(toy):
   first = cond1s[0]
   assert 0 < first.sum() < b
   np.testing.assert_allclose(etas[4], np.where(first, eps, 2 * eps))
-  # Condition 2 alone (the loss rose in the window but the best did not improve) cuts some example.
+  # Condition 2 (the best loss did not improve since the last checkpoint) fires for some clear example.
   assert any((c2 & clear).any() for c2 in cond2s[1:6])
 
 
