@@ -146,7 +146,7 @@ def _drift_fn(block: Block, rates: jax.Array, depth: int, train: bool):
     out = block.apply({'params': params}, y, method=Block.residual)
     if train:  # stochastic depth, per example, with block k's rate (a rate of 0 keeps every example)
       keep = 1.0 - rates[k]
-      mask = jax.random.bernoulli(key, keep, (y.shape[0],) + (1,) * (y.ndim - 1))
+      mask = jax.random.bernoulli(jax.random.fold_in(key, k), keep, (y.shape[0],) + (1,) * (y.ndim - 1))
       out = out * mask / keep
     return out
   return drift
