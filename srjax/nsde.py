@@ -144,7 +144,7 @@ def _drift_fn(block: Block, rates: jax.Array, depth: int, train: bool):
     k = jnp.clip(jnp.floor(t).astype(jnp.int32), 0, depth - 1)
     params = jax.tree.map(lambda a: a[k], stacked)
     out = block.apply({'params': params}, y, method=Block.residual)
-    if train and block.drop_path > 0:  # stochastic depth, per example, with block k's rate
+    if train:  # stochastic depth, per example, with block k's rate (a rate of 0 keeps every example)
       keep = 1.0 - rates[k]
       mask = jax.random.bernoulli(jax.random.fold_in(key, k), keep, (y.shape[0],) + (1,) * (y.ndim - 1))
       out = out * mask / keep
@@ -158,7 +158,7 @@ def solve_stage(block: Block, stacked: Any, y0: jax.Array, key: jax.Array, *, si
   """Euler-Maruyama at dt = 1 of one stage's SDE dx = f_{floor(t)}(x) dt + sigma S dW on [0, depth].
 
   Args:
-    block: the stage's `Block` module (unbound; its drop_path > 0 turns stochastic depth on in training).
+    block: the stage's `Block` module (unbound; its own drop_path is ignored: `rates` holds each block's).
     stacked: the stage's block params stacked on a leading axis of size depth.
     y0: [B, h, w, C] stage input.
     key: PRNG key of this stage's Brownian path (and drop-path masks).

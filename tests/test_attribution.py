@@ -228,3 +228,41 @@ def test_argument_errors(data):
     attr.abc(mlp, p, x, key=jax.random.key(0), fraction=0.0)
   with pytest.raises(ValueError, match='normalize'):
     attr.noise_map(np.ones((1, 2, 2, 1)), normalize='l1')
+
+
+def two_class_linear(params, x):
+  """Logits [0, m], m = w.x + c: integrated gradients of class 1 from a zero baseline are exactly x * w."""
+  m = x.reshape(x.shape[0], -1) @ params['w'] + params['c']
+  return jnp.stack([jnp.zeros_like(m), m], axis=-1)
+
+
+# Mixed signs: ranked by signed weight the large negative ones come last, ranked by |w| they come first.
+ABC_W = np.array([3.0, 3.0, -4.0, -4.0, 0.5, 0.5, -0.5, 0.5])
+
+
+def _abc_closed_form(n_samples, sample_chunk):
+  """x = 1, baseline 0, m = 1: P_j = |w_j| / sum |w| (not the signed w), one feature mutated per input, and the
+  label flips exactly when a feature with w_j > 1 is mutated. So ABC = 1 - 6/16 = 0.625 (the signed ranking,
+  P ~ max(w, 0), would give 0.2; uniform sampling 0.75)."""
+  params = {'w': jnp.asarray(ABC_W, jnp.float32), 'c': jnp.float32(1.0 - ABC_W.sum())}
+  x = np.ones((4, 2, 2, 2), np.float32)
+  return attr.abc(two_class_linear, params, x, key=jax.random.key(2), n_samples=n_samples, fraction=1 / 8,
+                  steps=4, sample_chunk=sample_chunk)
+
+
+def test_abc_of_a_mixed_sign_linear_model_in_closed_form():
+  n = 500                                   # 7 chunks of 64 and a padded one
+  res = _abc_closed_form(n, 64)
+  np.testing.assert_array_equal(np.asarray(res.label), np.ones(4))
+  score = np.asarray(res.score, np.float64)
+  np.testing.assert_allclose(score * n, np.round(score * n), atol=1e-3)   # a count of conforming inputs over n
+  assert abs(score.mean() - 0.625) < 4 * np.sqrt(0.625 * 0.375 / (4 * n)), score
+
+
+def test_abc_does_not_depend_on_the_sample_chunk():
+  """Mutation s uses fold_in(k_mutate, s) whatever the chunking: 10 samples in chunks of 4 (two padded slots)
+  give exactly the scores of one chunk of 10."""
+  a = np.asarray(_abc_closed_form(10, 4).score)
+  b = np.asarray(_abc_closed_form(10, 10).score)
+  np.testing.assert_array_equal(a, b)
+  assert len(set(np.round(a * 10).tolist())) > 1 or 0 < a[0] < 1      # not a degenerate all-0 / all-1 case

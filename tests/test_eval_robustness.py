@@ -153,3 +153,25 @@ def test_quick_end_to_end(tmp_path):
   before = open(out / 'rows.jsonl').read()
   rb.main(['--quick', '--out', str(out)])
   assert open(out / 'rows.jsonl').read() == before
+
+
+def test_bootstrap_interval_is_numpy_percentile_of_the_same_resamples():
+  """The 95% interval is the 2.5th and 97.5th percentile of the resampled mean differences, with the resamples
+  drawn as documented (default_rng(seed).integers, paired: one index set; unpaired: a's then b's)."""
+  rng = np.random.default_rng(3)
+  a, b = rng.normal(0.3, 1.0, 40), rng.normal(0.0, 1.0, 40)
+  for paired in (True, False):
+    n, seed = 500, 7
+    draw = np.random.default_rng(seed)
+    if paired:
+      idx = draw.integers(0, a.size, size=(n, a.size))
+      diffs = a[idx].mean(1) - b[idx].mean(1)
+    else:
+      ia = draw.integers(0, a.size, size=(n, a.size))
+      ib = draw.integers(0, b.size, size=(n, b.size))
+      diffs = a[ia].mean(1) - b[ib].mean(1)
+    diff, lo, hi = rb.bootstrap_diff(a, b, paired, n=n, seed=seed)
+    assert diff == pytest.approx(a.mean() - b.mean())
+    np.testing.assert_allclose([lo, hi], np.percentile(diffs, [2.5, 97.5]), rtol=1e-12)
+    # A 90% interval is measurably narrower: the test above would catch it.
+    assert hi - lo > 1.1 * np.subtract(*np.percentile(diffs, [95, 5]))

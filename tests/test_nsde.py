@@ -120,3 +120,136 @@ def test_errors_name_the_argument(variables):
     nsde.apply(MODEL, variables, X, key, sigma=0.1, noise='attribution', noise_map=jnp.ones((3, 4, 4)))
   with pytest.raises(ValueError, match='sigma'):
     nsde.NSDEApply(MODEL, sigma=-1.0)
+
+
+# --- noise independence, spatial shapes, training mode -----------------------------------------------------------
+
+def _zero_drift_stage(depth, c=4):
+  block = convnext.Block(layer_scale_init=0.0)
+  params = block.init(jax.random.key(0), jnp.zeros((1, 4, 4, c)))['params']
+  return block, jax.tree.map(lambda a: jnp.stack([a] * depth), params)
+
+
+def _corr(a, b):
+  a, b = np.ravel(a) - np.mean(a), np.ravel(b) - np.mean(b)
+  return float(a @ b / np.sqrt((a @ a) * (b @ b)))
+
+
+def test_brownian_increments_are_independent_across_steps_examples_stages_and_draws():
+  """With zero drift the stage output is y0 + sigma S (W_t - W_0): the increments of steps 0 and 1 (from runs of
+  depth 1 and 2 with one key), of neighbouring examples, of two stages' keys and of two draws' keys are
+  uncorrelated (|corr| < 4 / sqrt(n)); the same key gives the same path."""
+  sigma, b, hw, c = 0.5, 64, 4, 4
+  y0 = jnp.zeros((b, hw, hw, c))
+
+  @functools.partial(jax.jit, static_argnames='depth')
+  def increments(key, depth):
+    block, stacked = _zero_drift_stage(depth, c)
+    return nsde.solve_stage(block, stacked, y0, key, sigma=sigma, shape=jnp.ones(()), rates=jnp.zeros(depth),
+                            solver='scan') / sigma
+
+  key = jax.random.key(21)
+  one, two = np.asarray(increments(key, 1)), np.asarray(increments(key, 2))
+  first, second = one, two - one
+  n = first.size
+  bound = 4 / np.sqrt(n)
+  np.testing.assert_allclose([first.var(), second.var()], 1.0, atol=4 * np.sqrt(2 / n))
+  assert abs(_corr(first, second)) < bound                                   # steps
+  assert abs(_corr(first[:-1], first[1:])) < 4 / np.sqrt(first[1:].size)    # examples
+  stage0, stage1 = (np.asarray(increments(jax.random.fold_in(key, s), 1)) for s in (0, 1))
+  assert abs(_corr(stage0, stage1)) < bound                                  # stages (nsde.apply's stage keys)
+  assert abs(_corr(one, np.asarray(increments(jax.random.key(22), 1)))) < bound   # draws
+  np.testing.assert_array_equal(np.asarray(increments(key, 2)), two)         # same key, same path
+
+
+def _hand_block_mean(m, h, w):
+  """Block means of m [B, H, W] over (H/h) x (W/w) blocks, by explicit loops."""
+  bsz, big_h, big_w = m.shape
+  fh, fw = big_h // h, big_w // w
+  out = np.zeros((bsz, h, w))
+  for i in range(h):
+    for j in range(w):
+      out[:, i, j] = m[:, i * fh:(i + 1) * fh, j * fw:(j + 1) * fw].mean(axis=(1, 2))
+  return out
+
+
+def test_stages_use_their_own_keys_and_the_block_mean_of_a_non_square_attribution_map(variables):
+  """`nsde.apply` equals the stage-by-stage composition of `solve_stage` with stage s's key fold_in(key, s) and
+  S = the attribution map block-averaged by hand to the stage's resolution, on a non-square input (8 x 16, stages
+  4 x 8 and 2 x 4) and a map of distinct values."""
+  x = jax.random.uniform(jax.random.key(4), (2, 8, 16, 1))
+  m = (np.arange(2 * 8 * 16).reshape(2, 8, 16) % 37 + 1.0) / 37.0       # distinct within every block row
+  m[1] = m[1][::-1, ::-1]
+  key, sigma = jax.random.key(6), 0.4
+  got = _nsde(variables, x, key, jnp.asarray(m, jnp.float32), sigma=sigma, noise='attribution', solver='scan')
+
+  p = variables['params']
+  parts = MODEL.parts()
+  y = parts['stem'].apply({'params': p['stem']}, MODEL.standardize(x))
+  for s, blocks in enumerate(parts['blocks']):
+    if s:
+      y = parts['down'][s].apply({'params': p[f'stage{s}_down']}, y)
+    shape = _hand_block_mean(m, y.shape[1], y.shape[2])[..., None]
+    stacked = jax.tree.map(lambda *a: jnp.stack(a), *[p[f'stage{s}_block{j}'] for j in range(len(blocks))])
+    y = nsde.solve_stage(blocks[0], stacked, y, jax.random.fold_in(key, s), sigma=sigma,
+                         shape=jnp.asarray(shape, jnp.float32), rates=jnp.zeros(len(blocks)), solver='scan')
+  want = parts['head'].apply({'params': p['head']}, y)
+  np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
+  # The map matters: its transpose-like flip gives other logits.
+  flipped = _nsde(variables, x, key, jnp.asarray(m[:, ::-1], jnp.float32), sigma=sigma, noise='attribution',
+                  solver='scan')
+  assert float(jnp.max(jnp.abs(flipped - got))) > 1e-3
+
+
+def test_stochastic_depth_keeps_the_expectation_of_each_block(variables):
+  """train=True, noise off: one block of rate 0.5 gives y0 + mask f(y0) / keep with mask ~ Bernoulli(keep) per
+  example, so its mean over keys is the deterministic y0 + f(y0) within 4 standard errors (|f| / sqrt(K)); each
+  draw is exactly y0 (dropped) or y0 + 2 f(y0) (kept). Two blocks of rates 0.25 and 0.5 drop together with
+  probability 0.125 when their masks are independent."""
+  block = convnext.Block(layer_scale_init=1.0, drop_path=0.5)
+  params = variables['params']['stage0_block0']
+  y0 = jax.random.normal(jax.random.key(3), (4, 4, 4, 8))
+  keys = jax.random.split(jax.random.key(5), 1000)
+
+  @functools.partial(jax.jit, static_argnames=('depth', 'train'))
+  def run(keys, rates, *, depth, train):
+    stacked = jax.tree.map(lambda a: jnp.stack([a] * depth), params)
+    return jax.vmap(lambda k: nsde.solve_stage(block, stacked, y0, k, sigma=0.0, shape=jnp.ones(()),
+                                               rates=rates, solver='scan', train=train))(keys)
+
+  f = np.asarray(block.apply({'params': params}, y0, method=convnext.Block.residual))
+  det = np.asarray(y0) + f                                                    # the deterministic block
+  draws = np.asarray(run(keys, jnp.asarray([0.5]), depth=1, train=True))
+  kept = np.abs(draws - np.asarray(y0)).max(axis=(2, 3, 4)) > 1e-6            # [K, B]
+  want = np.where(kept[..., None, None, None], np.asarray(y0) + 2 * f, np.asarray(y0))
+  np.testing.assert_allclose(draws, want, atol=1e-5)
+  bound = 4 * np.abs(f) / np.sqrt(len(keys)) + 1e-5
+  assert np.all(np.abs(draws.mean(0) - det) <= bound)
+  assert np.all(np.abs(kept.mean(0) - 0.5) < 4 * np.sqrt(0.25 / len(keys)))
+  # Two blocks: both dropped exactly when the output is y0.
+  both = np.asarray(run(keys, jnp.asarray([0.25, 0.5]), depth=2, train=True))
+  dropped = np.abs(both - np.asarray(y0)).max(axis=(2, 3, 4)) < 1e-6
+  assert abs(dropped.mean() - 0.125) < 4 * np.sqrt(0.125 * 0.875 / dropped.size)
+
+
+def test_nsde_in_training_mode_drops_each_block_with_its_rate(variables):
+  """nsde.apply(train=True) with sigma = 0 on a one-stage ConvNeXt with rates [0, 0.5]: block 1 is dropped
+  (logits of the ConvNeXt with that block's gamma zeroed) or kept and rescaled (gamma doubled), about half the
+  time each, as the ConvNeXt's own stochastic depth does."""
+  model = convnext.ConvNeXt(num_classes=3, depths=(2,), dims=(8,), stem_patch=2, layer_scale_init=1.0,
+                            drop_path_rate=0.5, input_mean=0.5, input_std=0.25)
+  p = {k: v for k, v in variables['params'].items() if k in ('stem', 'stage0_block0', 'stage0_block1')}
+  p['head'] = model.init(jax.random.key(0), X)['params']['head']
+  p['head'] = jax.tree.map(lambda a: a + 0.3 * jax.random.normal(jax.random.key(1), a.shape), p['head'])
+  v = {'params': p}
+  scaled = lambda g: {'params': dict(p, stage0_block1=dict(p['stage0_block1'],
+                                                           gamma=g * p['stage0_block1']['gamma']))}
+  dropped, kept = (np.asarray(jax.jit(model.apply)(scaled(g), X)) for g in (0.0, 2.0))
+  assert np.abs(dropped - kept).min() > 1e-3
+  keys = jax.random.split(jax.random.key(2), 64)
+  logits = np.asarray(jax.jit(jax.vmap(lambda k: nsde.apply(model, v, X, k, sigma=0.0, solver='scan', train=True)))(
+      keys))
+  is_kept = np.abs(logits - kept).max(-1) < 1e-4
+  is_dropped = np.abs(logits - dropped).max(-1) < 1e-4
+  assert np.all(is_kept | is_dropped)
+  assert abs(is_kept.mean() - 0.5) < 4 * np.sqrt(0.25 / is_kept.size)
