@@ -1,0 +1,22 @@
+"""Adversarial attacks on classifiers, and AutoAttack for JAX.
+
+One concept per module:
+  * `gradient`: PGD (Madry et al. 2018), APGD on the cross-entropy or DLR loss and APGD-T (Croce & Hein 2020);
+  * `fab`: FAB-T, the targeted fast adaptive boundary attack, a minimum-norm attack (Croce & Hein 2020);
+  * `square`: the Square attack, score-based random search (Andriushchenko et al. 2020);
+  * `autoattack`: the ensemble, run attack after attack on the points still robust ('standard', 'rand');
+  * `losses`: cross-entropy, DLR, targeted DLR, margin, target ranking; `common`: checks, norms, projections.
+All attacks work in L2 and Linf, on inputs in [0, 1], with `apply_fn(params, x) -> logits` (or
+`apply_fn(params, x, rng)` with `stochastic=True`), and compile their iterations into one XLA loop.
+"""
+from srjax.attack.common import NORMS
+from srjax.attack.common import AttackResult
+from srjax.attack.losses import cross_entropy
+from srjax.attack.losses import dlr_loss
+from srjax.attack.losses import dlr_targeted_loss
+from srjax.attack.losses import margin
+from srjax.attack.losses import target_classes
+from srjax.attack.gradient import apgd
+from srjax.attack.gradient import apgd_targeted
+from srjax.attack.gradient import checkpoints
+from srjax.attack.gradient import pgd
