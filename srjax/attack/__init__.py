@@ -20,3 +20,7 @@ from srjax.attack.gradient import apgd
 from srjax.attack.gradient import apgd_targeted
 from srjax.attack.gradient import checkpoints
 from srjax.attack.gradient import pgd
+from srjax.attack.random_search import square
+from srjax.attack.boundary import FabResult
+from srjax.attack.boundary import fab
+from srjax.attack.boundary import hyperplane_step
