@@ -93,7 +93,7 @@ def fab(apply_fn: Callable[..., jax.Array], params: Any, x: jax.Array, y: jax.Ar
   k_pred, k_run = jax.random.split(key)
   probs = common.predict(apply_fn, params, x, k_pred, eot=eot, stochastic=bool(stochastic))
   targets = losses.target_classes(probs, y, k)
-  clean_wrong = np.asarray(jnp.argmax(probs, -1) != y)
+  clean_wrong = np.array(jnp.argmax(probs, -1) != y)
   x_min = x
   distance = np.where(clean_wrong, 0.0, np.inf)
   hyper = jnp.asarray([alpha_max, eta, beta], jnp.float32)

@@ -164,11 +164,11 @@ def predict(apply_fn: Callable[..., jax.Array], params: Any, x: jax.Array, key: 
 
 
 def bucket(n: int, batch: int) -> int:
-  """The padded size of a subset of n examples of a batch: the next power of two, at most `batch`.
+  """The padded size of a subset of n examples of a batch: the next power of two >= 8, at most `batch`.
 
-  Attacks on subsets (the points still robust) run at these sizes, so at most log2(B) + 1 programs compile.
+  Attacks on subsets (the points still robust) run at these sizes, so at most log2(B) - 2 programs compile.
   """
-  return min(batch, 1 << max(n - 1, 0).bit_length())
+  return min(batch, max(8, 1 << max(n - 1, 0).bit_length()))
 
 
 def on_subset(fn: Callable[..., Any], active: np.ndarray, *arrays: Any) -> tuple[np.ndarray, Any]:

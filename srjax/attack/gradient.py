@@ -150,7 +150,7 @@ def apgd_targeted(apply_fn: Callable[..., jax.Array], params: Any, x: jax.Array,
   k_pred, k_run = jax.random.split(key)
   probs = common.predict(apply_fn, params, x, k_pred, eot=eot, stochastic=bool(stochastic))
   targets = losses.target_classes(probs, y, k)
-  success = np.asarray(jnp.argmax(probs, -1) != y)
+  success = np.array(jnp.argmax(probs, -1) != y)
   x_adv = x
   for j in range(k):  # k <= 9 compiled runs, each on the points still robust (padded to a bucket size)
     def run(xs, ys, ts, es, ii, j=j):
