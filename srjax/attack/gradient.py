@@ -1,7 +1,7 @@
-"""Adversarial attacks on classifiers: PGD and APGD-CE (Croce & Hein 2020), in L2 and Linf, with EOT.
+"""Gradient attacks: PGD, APGD (Croce & Hein 2020) on the cross-entropy or the DLR loss, and APGD-T.
 
-Both attacks maximise the per-example cross-entropy `CE(apply_fn(params, x'), y)` over the set
-`{x' : ||x' - x|| <= eps} ∩ [0, 1]^D` and return adversarial inputs inside that set.
+Each attack maximises a per-example loss of `apply_fn(params, x')` over `{x' : ||x' - x|| <= eps} ∩ [0, 1]^D`
+and returns adversarial inputs inside that set.
 
 Model protocol (the arity is explicit):
   * deterministic (`stochastic=False`, the default): `apply_fn(params, x) -> logits [B, C]`; `eot` must be 1.
@@ -17,7 +17,8 @@ Model protocol (the arity is explicit):
 
 Per-example state: `eps` (and PGD's `step_size`) may be a scalar or one value per example `[B]`; APGD's step
 sizes, checkpoint decisions, best points and restarts are arrays over the batch updated elementwise. Iterations
-run in one `lax.scan`; nothing loops over examples or iterations in Python.
+run in one `lax.scan`; nothing loops over examples or iterations in Python (APGD-T loops over its k targets,
+each one compiled run on the points still robust).
 
 Success: an example counts as fooled when the model's prediction (argmax of the softmax, averaged over the EOT
 draws for a stochastic model) differs from `y`. A clean input that is already misclassified is returned
@@ -25,8 +26,9 @@ unchanged and counts as a success (as AutoAttack does: only correctly classified
 
 References:
   Croce & Hein, "Reliable evaluation of adversarial robustness with an ensemble of diverse parameter-free
-  attacks", ICML 2020 (APGD: Sec. 3, Algorithm 1; step-size schedule Sec. 3.1; the AutoAttack code,
-  `autopgd_base.py`, for the random start, the momentum and the projection order).
+  attacks", ICML 2020 (APGD: Sec. 3, Algorithm 1; step-size schedule Sec. 3.1; DLR loss Sec. 4, Eqs. 5-6;
+  APGD-T Sec. 4; the AutoAttack code, `autopgd_base.py`, for the random start, the momentum and the
+  projection order).
   Madry et al., "Towards deep learning models resistant to adversarial attacks", ICLR 2018 (PGD).
   Athalye, Carlini & Wagner, "Obfuscated gradients give a false sense of security", ICML 2018 (EOT).
 """
@@ -40,15 +42,16 @@ import jax.numpy as jnp
 import numpy as np
 
 from srjax import checks
+from srjax.attack import common
+from srjax.attack import losses
 
-NORMS = ('L2', 'Linf')
-_TINY = 1e-12  # AutoAttack's normalisation guard: v / (||v|| + 1e-12)
+LOSSES = ('ce', 'dlr')
 
 
 def apgd(apply_fn: Callable[..., jax.Array], params: Any, x: jax.Array, y: jax.Array, *, eps: Any,
          norm: str = 'L2', steps: int = 100, key: jax.Array, eot: int = 1, rho: float = 0.75,
-         stochastic: bool = False, return_success: bool = False):
-  """APGD-CE: Auto-PGD on the cross-entropy loss, L2 or Linf.
+         stochastic: bool = False, return_success: bool = False, loss: str = 'ce', index: Any = None):
+  """APGD: Auto-PGD on the cross-entropy (APGD-CE) or the DLR loss (APGD-DLR), L2 or Linf.
 
   The algorithm (Croce & Hein 2020, Algorithm 1, with AutoAttack's choices), per example:
     * start: a random point on the eps-sphere (L2: a normalised Gaussian direction; Linf: uniform [-1, 1]^D
@@ -67,6 +70,8 @@ def apgd(apply_fn: Callable[..., jax.Array], params: Any, x: jax.Array, y: jax.A
             (never at the first checkpoint);
     * the attack returns, per example, the last iterate that fooled the model if any did, else the point of
       highest loss.
+  The loss is the cross-entropy (`loss='ce'`) or the DLR loss (`loss='dlr'`, `losses.dlr_loss`, Eq. 5), which
+  is invariant to the scale of the logits and needs C >= 3 classes.
 
   Args:
     apply_fn: `apply_fn(params, x) -> logits [B, C]`, or `apply_fn(params, x, rng)` with `stochastic=True`.
@@ -81,23 +86,84 @@ def apgd(apply_fn: Callable[..., jax.Array], params: Any, x: jax.Array, y: jax.A
     rho: the checkpoint's oscillation threshold, in (0, 1) (paper: 0.75).
     stochastic: whether `apply_fn` takes a third argument `rng`.
     return_success: also return the per-example success flags.
+    loss: 'ce' or 'dlr'.
+    index: None (one random start drawn for the whole batch) or int [B] stream ids: example i then draws its
+      random start from `fold_in(key, index[i])`, so a sub-batch given the positions of its examples in a larger
+      batch starts where a run on that batch would (what `autoattack` does).
 
   Returns:
     x_adv [B, ...] float32 (same shape and dtype as x), with ||x_adv - x|| <= eps (up to float rounding) and
     0 <= x_adv <= 1; with `return_success`, the pair (x_adv, success [B] bool).
 
   Raises:
-    ValueError: eps < 0, an unknown norm, steps < 1, eot < 1, eot > 1 with a deterministic model, rho outside
-      (0, 1), x outside [0, 1] or mismatched shapes.
+    ValueError: eps < 0, an unknown norm or loss, steps < 1, eot < 1, eot > 1 with a deterministic model, rho
+      outside (0, 1), x outside [0, 1], mismatched shapes, or `loss='dlr'` with fewer than 3 classes.
     TypeError: non-integer steps or eot.
 
   References:
-    Croce & Hein 2020, Sec. 3 and Algorithm 1 (conditions 1-2 of the step-size rule, Sec. 3.1).
+    Croce & Hein 2020, Sec. 3 and Algorithm 1 (conditions 1-2 of the step-size rule, Sec. 3.1); Eq. 5 (DLR).
   """
-  x, y, eps_b = _validate(x, y, eps, norm, steps, eot, stochastic, 'eps')
+  x, y, eps_b = common.validate(x, y, eps, norm, eot, stochastic, steps=steps)
   checks.in_range('rho', rho, 0.0, 1.0, low_open=True, high_open=True)
-  return _apgd(apply_fn, params, x, y, eps_b, key, jnp.float32(rho), norm=norm, steps=steps, eot=eot,
-               stochastic=bool(stochastic), return_success=bool(return_success))
+  checks.one_of('loss', loss, LOSSES)
+  if loss == 'dlr':
+    common.check_classes('loss', common.num_classes(apply_fn, params, x, stochastic), 3, "loss='dlr'")
+  per_example = index is not None
+  ids = common.example_index(index, x.shape[0])
+  out = apgd_run(apply_fn, params, x, y, y, eps_b, key, ids, jnp.float32(rho), norm=norm, steps=steps, eot=eot,
+                 stochastic=bool(stochastic), loss=loss, per_example=per_example)
+  return out if return_success else out[0]
+
+
+def apgd_targeted(apply_fn: Callable[..., jax.Array], params: Any, x: jax.Array, y: jax.Array, *, eps: Any,
+                  norm: str = 'L2', steps: int = 100, key: jax.Array, n_targets: int = 9, eot: int = 1,
+                  rho: float = 0.75, stochastic: bool = False, index: Any = None) -> common.AttackResult:
+  """APGD-T: APGD on the targeted DLR loss, once per target among the top-k classes other than the true one.
+
+  The targets of an example are the k = min(n_targets, C - 1) classes other than y with the highest clean
+  (EOT-mean) softmax, best first (`losses.target_classes`). For target j = 1..k, APGD (same schedule and
+  checkpoints as `apgd`) maximises `losses.dlr_targeted_loss(z, y, t_j)` on the points not yet fooled; a point
+  fooled by target j is not attacked again. Success means misclassified (argmax != y), whichever class wins.
+
+  Args:
+    apply_fn, params, x, y, eps, norm, steps, eot, rho, stochastic: as in `apgd`.
+    key: PRNG key; target j uses `fold_in(key, j)`.
+    n_targets: k >= 1 (AutoAttack: 9), capped at C - 1.
+    index: None or int [B] stream ids for the random starts (see `apgd`); default arange(B).
+
+  Returns:
+    AttackResult(x_adv, success): a fooled point's adversarial input; an unfooled point unchanged.
+
+  Raises:
+    ValueError: as `apgd`, a model with fewer than 4 classes, n_targets < 1.
+
+  References:
+    Croce & Hein 2020, Sec. 4 (APGD-T, targeted DLR loss Eq. 6, top-9 targets).
+  """
+  x, y, eps_b = common.validate(x, y, eps, norm, eot, stochastic, steps=steps)
+  checks.in_range('rho', rho, 0.0, 1.0, low_open=True, high_open=True)
+  checks.integer('n_targets', n_targets, 1)
+  classes = common.num_classes(apply_fn, params, x, stochastic)
+  common.check_classes('apply_fn', classes, 4, 'the targeted DLR loss uses the 4 largest logits')
+  ids = common.example_index(index, x.shape[0])
+  k = min(n_targets, classes - 1)
+  k_pred, k_run = jax.random.split(key)
+  probs = common.predict(apply_fn, params, x, k_pred, eot=eot, stochastic=bool(stochastic))
+  targets = losses.target_classes(probs, y, k)
+  success = np.array(jnp.argmax(probs, -1) != y)
+  x_adv = x
+  for j in range(k):  # k <= 9 compiled runs, each on the points still robust (padded to a bucket size)
+    def run(xs, ys, ts, es, ii, j=j):
+      return apgd_run(apply_fn, params, xs, ys, ts, es, jax.random.fold_in(k_run, j), ii, jnp.float32(rho),
+                      norm=norm, steps=steps, eot=eot, stochastic=bool(stochastic), loss='dlr-targeted',
+                      per_example=True)
+    idx, out = common.on_subset(run, ~success, x, y, jnp.asarray(targets[:, j]), eps_b, ids)
+    if out is None:
+      break
+    fooled = np.asarray(out[1])
+    x_adv = x_adv.at[idx[fooled]].set(out[0][fooled])
+    success[idx[fooled]] = True
+  return common.AttackResult(x_adv, jnp.asarray(success))
 
 
 def pgd(apply_fn: Callable[..., jax.Array], params: Any, x: jax.Array, y: jax.Array, *, eps: Any,
@@ -136,8 +202,8 @@ def pgd(apply_fn: Callable[..., jax.Array], params: Any, x: jax.Array, y: jax.Ar
   References:
     Madry et al. 2018, Sec. 2-3 (projected gradient descent on the loss, random start).
   """
-  x, y, eps_b = _validate(x, y, eps, norm, steps, eot, stochastic, 'eps')
-  step_b = _per_example('step_size', step_size, x.shape[0], positive=True)
+  x, y, eps_b = common.validate(x, y, eps, norm, eot, stochastic, steps=steps)
+  step_b = common.per_example('step_size', step_size, x.shape[0], positive=True)
   return _pgd(apply_fn, params, x, y, eps_b, step_b, key, norm=norm, steps=steps, eot=eot,
               random_start=bool(random_start), stochastic=bool(stochastic), return_success=bool(return_success))
 
@@ -175,115 +241,67 @@ def _schedule(steps: int) -> tuple[np.ndarray, np.ndarray]:
   return flags, windows
 
 
-def _validate(x, y, eps, norm, steps, eot, stochastic, eps_name):
-  checks.one_of('norm', norm, NORMS)
-  checks.integer('steps', steps, 1)
-  checks.integer('eot', eot, 1)
-  if eot > 1 and not stochastic:
-    checks.fail('eot', eot, '1 for a deterministic apply_fn(params, x); pass stochastic=True with '
-                'apply_fn(params, x, rng) to average draws')
-  x = jnp.asarray(x)
-  y = jnp.asarray(y)
-  if x.ndim < 2:
-    checks.fail('x', x, 'a batch [B, ...] with at least 2 dimensions')
-  if not jnp.issubdtype(x.dtype, jnp.floating):
-    checks.fail('x', x.dtype, 'a floating-point array', error=TypeError)
-  if y.shape != (x.shape[0],) or not jnp.issubdtype(y.dtype, jnp.integer):
-    checks.fail('y', y, f'integer labels of shape ({x.shape[0]},)')
-  if not isinstance(x, jax.core.Tracer):
-    checks.all_in_range('x', x, 0.0, 1.0)
-  return x, y.astype(jnp.int32), _per_example(eps_name, eps, x.shape[0])
+def _loss_fn(name):
+  if name == 'ce':
+    return lambda logits, y, t: losses.cross_entropy(logits, y)
+  if name == 'dlr':
+    return lambda logits, y, t: losses.dlr_loss(logits, y)
+  return losses.dlr_targeted_loss
 
 
-def _per_example(name, value, batch, positive=False):
-  if isinstance(value, jax.core.Tracer):
-    arr = jnp.asarray(value, jnp.float32)
-  else:
-    arr = np.asarray(value, np.float64)
-    if positive:
-      checks.all_in_range(name, arr, 0.0)
-      if (arr <= 0).any():
-        checks.fail(name, float(arr[arr <= 0].flat[0]), 'values > 0')
-    else:
-      checks.all_in_range(name, arr, 0.0)
-  if arr.shape not in ((), (batch,)):
-    checks.fail(name, arr, f'a number or an array of shape ({batch},)')
-  return jnp.broadcast_to(jnp.asarray(arr, jnp.float32), (batch,))
-
-
-def _bcast(v, x):
-  return v.reshape((-1,) + (1,) * (x.ndim - 1))
-
-
-def _l2(v):
-  return jnp.sqrt(jnp.sum(v * v, axis=tuple(range(1, v.ndim)), keepdims=True))
-
-
-def _direction(g, norm):
-  if norm == 'Linf':
-    return jnp.sign(g)
-  return g / (_l2(g) + _TINY)
-
-
-def _project(z, x, eps, norm):
-  """Onto the eps-ball around x (Linf: clip; L2: rescale), then into [0, 1]. eps is broadcast [B, 1, ...]."""
-  if norm == 'Linf':
-    z = jnp.clip(z, x - eps, x + eps)
-  else:
-    delta = z - x
-    n = _l2(delta)
-    z = x + delta / (n + _TINY) * jnp.minimum(eps, n)
-  return jnp.clip(z, 0.0, 1.0)
-
-
-def _evaluator(apply_fn, params, y, eot, stochastic):
-  """(x, key) -> (per-example CE [B], its gradient [B, ...], softmax [B, C]), averaged over `eot` draws."""
+def _evaluator(apply_fn, params, y, target, eot, stochastic, loss):
+  """(x, key) -> (per-example loss [B], its gradient [B, ...], softmax [B, C]), averaged over `eot` draws."""
+  loss_of = _loss_fn(loss)
 
   def one(x, rng):
     def total(xx):
       logits = apply_fn(params, xx, rng) if stochastic else apply_fn(params, xx)
-      logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-      ce = -jnp.take_along_axis(logp, y[:, None], axis=-1)[:, 0]
-      return jnp.sum(ce), (ce, jnp.exp(logp))
-    (_, (ce, probs)), g = jax.value_and_grad(total, has_aux=True)(x)
-    return ce, g, probs
+      logits = logits.astype(jnp.float32)
+      values = loss_of(logits, y, target)
+      return jnp.sum(values), (values, jax.nn.softmax(logits, axis=-1))
+    (_, (values, probs)), g = jax.value_and_grad(total, has_aux=True)(x)
+    return values, g, probs
 
   def evaluate(x, key):
     if not stochastic:
       return one(x, None)
-    ce, g, probs = jax.vmap(one, in_axes=(None, 0))(x, jax.random.split(key, eot))
-    return ce.mean(0), g.mean(0), probs.mean(0)
+    values, g, probs = jax.vmap(one, in_axes=(None, 0))(x, jax.random.split(key, eot))
+    return values.mean(0), g.mean(0), probs.mean(0)
 
-  def predict(x, key):
-    def probs_of(rng):
-      logits = apply_fn(params, x, rng) if stochastic else apply_fn(params, x)
-      return jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
-    if not stochastic:
-      return probs_of(None)
-    return jax.vmap(probs_of)(jax.random.split(key, eot)).mean(0)
-
-  return evaluate, predict
+  return evaluate
 
 
-def _random_sphere(key, x, eps, norm):
-  if norm == 'Linf':
-    t = jax.random.uniform(key, x.shape, x.dtype, -1.0, 1.0)
-    t = t / (jnp.max(jnp.abs(t), axis=tuple(range(1, x.ndim)), keepdims=True) + _TINY)
+def _random_sphere(key, x, eps, norm, ids, per_example):
+  def draw(k, shape):
+    if norm == 'Linf':
+      t = jax.random.uniform(k, shape, x.dtype, -1.0, 1.0)
+      return t / (jnp.max(jnp.abs(t), axis=tuple(range(1, t.ndim)), keepdims=True) + common.TINY)
+    t = jax.random.normal(k, shape, x.dtype)
+    return t / (common.l2(t) + common.TINY)
+  if per_example:
+    keys = jax.vmap(jax.random.fold_in, (None, 0))(key, ids)
+    t = jax.vmap(lambda k: draw(k, (1,) + x.shape[1:])[0])(keys)
   else:
-    t = jax.random.normal(key, x.shape, x.dtype)
-    t = t / (_l2(t) + _TINY)
+    t = draw(key, x.shape)
   return jnp.clip(x + eps * t, 0.0, 1.0)
 
 
-@functools.partial(jax.jit, static_argnames=('apply_fn', 'norm', 'steps', 'eot', 'stochastic', 'return_success'))
-def _apgd(apply_fn, params, x, y, eps, key, rho, *, norm, steps, eot, stochastic, return_success):
+@functools.partial(jax.jit, static_argnames=('apply_fn', 'norm', 'steps', 'eot', 'stochastic', 'loss',
+                                             'per_example'))
+def apgd_run(apply_fn, params, x, y, target, eps, key, ids, rho, *, norm, steps, eot, stochastic, loss,
+             per_example):
+  """APGD's compiled core (no argument checks; call `apgd` or `apgd_targeted`). Returns (x_adv, success [B]).
+
+  `loss` is 'ce', 'dlr' or 'dlr-targeted' (then `target` [B] holds the target classes), `ids` [B] the stream
+  ids of the per-example random starts (used when `per_example`).
+  """
   # One lax.scan over steps + 2 iterations, and the model appears once in the compiled program: iteration -2
   # evaluates the clean input (is it already misclassified?), iteration -1 the random start, iterations
   # 0..steps-1 are APGD's steps. (Separate evaluations before the loop would triple the program to compile.)
-  evaluate, _ = _evaluator(apply_fn, params, y, eot, stochastic)
-  eps_b = _bcast(eps, x)
+  evaluate = _evaluator(apply_fn, params, y, target, eot, stochastic, loss)
+  eps_b = common.bcast(eps, x)
   k_start, k_iter = jax.random.split(key)
-  x0 = _random_sphere(k_start, x, eps_b, norm)
+  x0 = _random_sphere(k_start, x, eps_b, norm, ids, per_example)
   flags, windows = _schedule(steps)
   batch = x.shape[0]
   zeros = jnp.zeros(batch, jnp.float32)
@@ -292,37 +310,38 @@ def _apgd(apply_fn, params, x, y, eps, key, rho, *, norm, steps, eot, stochastic
       x_best=x0, g_best=jnp.zeros_like(x), loss_best=zeros, prev_loss=zeros, n_up=jnp.zeros(batch, jnp.int32),
       best_at_check=zeros, halved_at_check=jnp.ones(batch, bool),
       fooled=jnp.zeros(batch, bool), x_fool=x0, clean_wrong=jnp.zeros(batch, bool))
+  bc = common.bcast
 
   def body(s, inputs):
     i, is_check, window = inputs
     a = jnp.where(i > 0, 0.75, 1.0)
-    eta = _bcast(s['eta'], x)
-    z = _project(s['x'] + eta * _direction(s['g'], norm), x, eps_b, norm)
-    x_new = _project(s['x'] + a * (z - s['x']) + (1.0 - a) * (s['x'] - s['x_old']), x, eps_b, norm)
+    eta = bc(s['eta'], x)
+    z = common.project(s['x'] + eta * common.direction(s['g'], norm), x, eps_b, norm)
+    x_new = common.project(s['x'] + a * (z - s['x']) + (1.0 - a) * (s['x'] - s['x_old']), x, eps_b, norm)
     point = jnp.where(i == -2, x, jnp.where(i == -1, x0, x_new))
-    loss, g, probs = evaluate(point, jax.random.fold_in(k_iter, i + 2))
+    value, g, probs = evaluate(point, jax.random.fold_in(k_iter, i + 2))
     wrong = jnp.argmax(probs, -1) != y
 
-    x_fool = jnp.where(_bcast(wrong, x), x_new, s['x_fool'])
-    n_up = s['n_up'] + (loss > s['prev_loss']).astype(jnp.int32)
-    better = loss > s['loss_best']
-    x_best = jnp.where(_bcast(better, x), x_new, s['x_best'])
-    g_best = jnp.where(_bcast(better, x), g, s['g_best'])
-    loss_best = jnp.where(better, loss, s['loss_best'])
+    x_fool = jnp.where(bc(wrong, x), x_new, s['x_fool'])
+    n_up = s['n_up'] + (value > s['prev_loss']).astype(jnp.int32)
+    better = value > s['loss_best']
+    x_best = jnp.where(bc(better, x), x_new, s['x_best'])
+    g_best = jnp.where(bc(better, x), g, s['g_best'])
+    loss_best = jnp.where(better, value, s['loss_best'])
 
     oscillating = n_up.astype(jnp.float32) < rho * window.astype(jnp.float32)
     stalled = jnp.logical_not(s['halved_at_check']) & (s['best_at_check'] >= loss_best)
     cut = (oscillating | stalled) & is_check
-    restart = _bcast(cut, x)
+    restart = bc(cut, x)
     stepped = dict(
         x=jnp.where(restart, x_best, x_new), x_old=s['x'], g=jnp.where(restart, g_best, g),
         eta=jnp.where(cut, 0.5 * s['eta'], s['eta']),
-        x_best=x_best, g_best=g_best, loss_best=loss_best, prev_loss=loss,
+        x_best=x_best, g_best=g_best, loss_best=loss_best, prev_loss=value,
         n_up=jnp.where(is_check, 0, n_up),
         best_at_check=jnp.where(is_check, loss_best, s['best_at_check']),
         halved_at_check=jnp.where(is_check, cut, s['halved_at_check']),
         fooled=s['fooled'] | wrong, x_fool=x_fool, clean_wrong=s['clean_wrong'])
-    started = dict(s, g=g, g_best=g, loss_best=loss, prev_loss=loss, best_at_check=loss, fooled=wrong)
+    started = dict(s, g=g, g_best=g, loss_best=value, prev_loss=value, best_at_check=value, fooled=wrong)
     clean = dict(s, clean_wrong=wrong)
     new = jax.tree.map(lambda c, st, sp: jnp.where(i == -2, c, jnp.where(i == -1, st, sp)), clean, started,
                        stepped)
@@ -331,10 +350,9 @@ def _apgd(apply_fn, params, x, y, eps, key, rho, *, norm, steps, eot, stochastic
   xs = (jnp.arange(-2, steps), jnp.asarray(np.concatenate([[False, False], flags])),
         jnp.asarray(np.concatenate([[0, 0], windows]).astype(np.int32)))
   s, _ = jax.lax.scan(body, init, xs)
-  x_adv = jnp.where(_bcast(s['fooled'], x), s['x_fool'], s['x_best'])
-  x_adv = jnp.where(_bcast(s['clean_wrong'], x), x, x_adv).astype(x.dtype)
-  success = s['fooled'] | s['clean_wrong']
-  return (x_adv, success) if return_success else x_adv
+  x_adv = jnp.where(bc(s['fooled'], x), s['x_fool'], s['x_best'])
+  x_adv = jnp.where(bc(s['clean_wrong'], x), x, x_adv).astype(x.dtype)
+  return x_adv, s['fooled'] | s['clean_wrong']
 
 
 def _uniform_ball(key, x, eps, norm):
@@ -342,28 +360,29 @@ def _uniform_ball(key, x, eps, norm):
     return x + eps * jax.random.uniform(key, x.shape, x.dtype, -1.0, 1.0)
   k_dir, k_rad = jax.random.split(key)
   t = jax.random.normal(k_dir, x.shape, x.dtype)
-  t = t / (_l2(t) + _TINY)
+  t = t / (common.l2(t) + common.TINY)
   dim = int(np.prod(x.shape[1:]))
   radius = jax.random.uniform(k_rad, (x.shape[0],), x.dtype) ** (1.0 / dim)
-  return x + eps * _bcast(radius, x) * t
+  return x + eps * common.bcast(radius, x) * t
 
 
 @functools.partial(jax.jit, static_argnames=('apply_fn', 'norm', 'steps', 'eot', 'random_start', 'stochastic',
                                              'return_success'))
 def _pgd(apply_fn, params, x, y, eps, step_size, key, *, norm, steps, eot, random_start, stochastic,
          return_success):
-  evaluate, predict = _evaluator(apply_fn, params, y, eot, stochastic)
-  eps_b = _bcast(eps, x)
-  step_b = _bcast(step_size, x)
+  evaluate = _evaluator(apply_fn, params, y, y, eot, stochastic, 'ce')
+  eps_b = common.bcast(eps, x)
+  step_b = common.bcast(step_size, x)
   k_start, k_clean, k_iter, k_final = jax.random.split(key, 4)
-  clean_wrong = jnp.argmax(predict(x, k_clean), -1) != y
+  clean_wrong = jnp.argmax(common.mean_probs(apply_fn, params, x, k_clean, eot, stochastic), -1) != y
   x0 = jnp.clip(_uniform_ball(k_start, x, eps_b, norm), 0.0, 1.0) if random_start else x
 
   def body(xk, i):
     _, g, _ = evaluate(xk, jax.random.fold_in(k_iter, i))
-    return _project(xk + step_b * _direction(g, norm), x, eps_b, norm), None
+    return common.project(xk + step_b * common.direction(g, norm), x, eps_b, norm), None
 
   x_last, _ = jax.lax.scan(body, x0, jnp.arange(steps))
-  success = (jnp.argmax(predict(x_last, k_final), -1) != y) | clean_wrong
-  x_adv = jnp.where(_bcast(clean_wrong, x), x, x_last).astype(x.dtype)
+  probs = common.mean_probs(apply_fn, params, x_last, k_final, eot, stochastic)
+  success = (jnp.argmax(probs, -1) != y) | clean_wrong
+  x_adv = jnp.where(common.bcast(clean_wrong, x), x, x_last).astype(x.dtype)
   return (x_adv, success) if return_success else x_adv
