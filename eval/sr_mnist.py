@@ -307,7 +307,7 @@ MARGIN_SEQ_LEN = 0.03
 
 def claim_contrasts(agg: Aggregate) -> np.ndarray:
   """[C] bool: the paper's Fig. 2 contrasts present in the grid (else every contrast < 1)."""
-  sel = np.isin(np.round(agg.contrasts, 4), np.round(CLAIM_CONTRASTS, 4))
+  sel = np.isin(np.round(np.asarray(agg.contrasts, np.float64), 4), np.round(CLAIM_CONTRASTS, 4))
   return sel if sel.any() else agg.contrasts < 1
 
 
