@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import argparse
+import base64
 import dataclasses
 import json
 import os
@@ -23,6 +24,8 @@ from typing import Any, Callable, Iterable, Sequence
 import jax
 import ml_collections
 from tqdm.auto import tqdm
+
+import numpy as np
 
 from srjax import stats
 
@@ -134,6 +137,19 @@ def verdict_table(verdicts: Sequence[stats.Verdict], digits: int = 4) -> str:
            'p (Holm)': f'{v.p_value:.3g} ({v.p_holm:.3g})', 'seeds': '/'.join(map(str, v.seeds)),
            'n': '/'.join(map(str, v.n)), 'procedure': v.procedure} for v in verdicts]
   return markdown_table(rows, ['claim', 'verdict', 'effect [95% interval]', 'p (Holm)', 'seeds', 'n', 'procedure'])
+
+
+def pack_bits(correct: Any) -> dict[str, Any]:
+  """A bool array (e.g. per-example correctness) as JSON: its shape and its bits (np.packbits), base64."""
+  correct = np.asarray(correct, bool)
+  return {'shape': list(correct.shape), 'bits': base64.b64encode(np.packbits(correct.ravel())).decode('ascii')}
+
+
+def unpack_bits(packed: dict[str, Any]) -> np.ndarray:
+  """The inverse of `pack_bits`."""
+  shape = tuple(packed['shape'])
+  bits = np.unpackbits(np.frombuffer(base64.b64decode(packed['bits']), np.uint8))
+  return bits[:int(np.prod(shape))].astype(bool).reshape(shape)
 
 
 def finish(path: str, headline: str) -> str:

@@ -47,7 +47,6 @@ seeds).
 from __future__ import annotations
 
 import argparse
-import base64
 import dataclasses
 import os
 import time
@@ -132,17 +131,7 @@ def row_key(variant: str, seed: int, noise: str, shared: bool, source: str = '')
   return f'{variant}/seed{seed}/{noise}/{"shared" if shared else "independent"}{source}/{ROW_VERSION}'
 
 
-def pack(correct: np.ndarray) -> dict[str, Any]:
-  """A bool array as JSON: its shape and its bits (np.packbits), base64-encoded."""
-  correct = np.asarray(correct, bool)
-  return {'shape': list(correct.shape), 'bits': base64.b64encode(np.packbits(correct.ravel())).decode('ascii')}
-
-
-def unpack(packed: dict[str, Any]) -> np.ndarray:
-  """The inverse of `pack`."""
-  shape = tuple(packed['shape'])
-  bits = np.unpackbits(np.frombuffer(base64.b64decode(packed['bits']), np.uint8))
-  return bits[:int(np.prod(shape))].astype(bool).reshape(shape)
+pack, unpack = scaffold.pack_bits, scaffold.unpack_bits
 
 
 def test_split(config, limit: int | None):
