@@ -2,7 +2,9 @@
 
 - `parse_args`: the shared preamble (`--out`, `--workdir` (repeatable), `--quick`, `--set field=value`).
 - `prepare_out`, `write_results`, `markdown_table`, `save_figure`: the output folder, `results.md` (with the exact
-  command line that produced it) and PNG figures.
+  command line that produced it; a --quick report opens with the smoke banner and its verdicts read "not
+  assessed (smoke run)"), `verdicts.json` (what `python -m eval.report` gathers) and PNG figures.
+- `finish`: the last line every entry point prints: the path of its results.md and its headline.
 - `RowStore`: a resumable JSONL store of finished rows, so a killed experiment resumes where it stopped.
 - `train_or_reload`: train a task with the shared loop, or reload a finished workdir without training.
 - `progress`: the progress bar for long loops over runs or rows.
@@ -10,6 +12,7 @@
 from __future__ import annotations
 
 import argparse
+import base64
 import dataclasses
 import json
 import os
@@ -21,6 +24,10 @@ from typing import Any, Callable, Iterable, Sequence
 import jax
 import ml_collections
 from tqdm.auto import tqdm
+
+import numpy as np
+
+from srjax import stats
 
 from train import loop
 
@@ -81,20 +88,73 @@ def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> st
 
 
 def write_results(out: str, title: str, sections: Sequence[str], *, module: str,
-                  argv: Sequence[str] | None = None) -> str:
+                  argv: Sequence[str] | None = None, quick: bool = False,
+                  verdicts: Sequence[stats.Verdict] | None = None, figures: Sequence[str] = (),
+                  seconds: float | None = None) -> str:
   """Writes `out/results.md`: '# title', the command that produced it, then each section (Markdown).
 
-  The file is written to a temporary name and renamed, so a crash never leaves a half-written report.
+  A --quick report (quick=True) opens with the banner `srjax.stats.SMOKE_BANNER` and may not contain the word
+  "reproduced": its numbers come from models trained for seconds. With `verdicts`, `out/verdicts.json` records
+  them with the command, the measured wall time, the figures and whether it was a smoke run, for
+  `python -m eval.report`. Files are written to a temporary name and renamed, so a crash never leaves a
+  half-written report.
 
   Returns:
     The path of results.md.
+
+  Raises:
+    ValueError: a quick report that says "reproduced", or a quick report's verdict other than the smoke one.
   """
   prepare_out(out)
-  text = '\n\n'.join([f'# {title}', f'Command: `{command_line(module, argv)}`', *sections]).rstrip() + '\n'
+  head = [f'> **{stats.SMOKE_BANNER}**'] if quick else []
+  text = '\n\n'.join([*head, f'# {title}', f'Command: `{command_line(module, argv)}`', *sections]).rstrip() + '\n'
+  if quick and 'reproduced' in text.lower():
+    fail_at = text.lower().index('reproduced')
+    raise ValueError(f'sections: got {text[max(0, fail_at - 60):fail_at + 20]!r}; accepted: a smoke report that '
+                     'never says "reproduced"')
+  if quick and verdicts and any(v.verdict != stats.SMOKE for v in verdicts):
+    raise ValueError(f'verdicts: got {[v.verdict for v in verdicts]}; accepted: {stats.SMOKE!r} in a smoke run')
   path = os.path.join(out, 'results.md')
+  _write_atomic(path, text)
+  if verdicts is not None:
+    record = {'module': module, 'title': title, 'command': command_line(module, argv), 'quick': bool(quick),
+              'seconds': seconds, 'load_average': os.getloadavg()[0], 'cpus': os.cpu_count(),
+              'figures': list(figures), 'verdicts': [v.as_row() for v in verdicts]}
+    _write_atomic(os.path.join(out, 'verdicts.json'), json.dumps(record, indent=1) + '\n')
+  return path
+
+
+def _write_atomic(path: str, text: str) -> None:
   with open(path + '.tmp', 'w') as f:
     f.write(text)
   os.replace(path + '.tmp', path)
+
+
+def verdict_table(verdicts: Sequence[stats.Verdict], digits: int = 4) -> str:
+  """The verdicts as a Markdown table: claim, verdict, effect [interval], p (Holm), seeds, n, procedure."""
+  rows = [{'claim': v.claim, 'verdict': v.verdict,
+           'effect [95% interval]': f'{v.effect:+.{digits}f} [{v.low:+.{digits}f}, {v.high:+.{digits}f}]',
+           'p (Holm)': f'{v.p_value:.3g} ({v.p_holm:.3g})', 'seeds': '/'.join(map(str, v.seeds)),
+           'n': '/'.join(map(str, v.n)), 'procedure': v.procedure} for v in verdicts]
+  return markdown_table(rows, ['claim', 'verdict', 'effect [95% interval]', 'p (Holm)', 'seeds', 'n', 'procedure'])
+
+
+def pack_bits(correct: Any) -> dict[str, Any]:
+  """A bool array (e.g. per-example correctness) as JSON: its shape and its bits (np.packbits), base64."""
+  correct = np.asarray(correct, bool)
+  return {'shape': list(correct.shape), 'bits': base64.b64encode(np.packbits(correct.ravel())).decode('ascii')}
+
+
+def unpack_bits(packed: dict[str, Any]) -> np.ndarray:
+  """The inverse of `pack_bits`."""
+  shape = tuple(packed['shape'])
+  bits = np.unpackbits(np.frombuffer(base64.b64decode(packed['bits']), np.uint8))
+  return bits[:int(np.prod(shape))].astype(bool).reshape(shape)
+
+
+def finish(path: str, headline: str) -> str:
+  """Prints the last line of an entry point, '<path of results.md>: <headline>', and returns the path."""
+  print(f'{path}: {headline}', flush=True)
   return path
 
 

@@ -13,6 +13,7 @@ from srjax import noise
 from srjax import models
 from srjax import nsde
 from srjax import signals
+from srjax import stats
 from srjax import sweep
 from srjax import threshold
 from srjax import wavelet

@@ -113,8 +113,11 @@ def _fake_rows(s, best_fn):
   rows = {}
   for job in ms.table_jobs(s):
     for mode in ms.MODES:
-      rows[job.key(mode, s.digest())] = {'best': {d: best_fn(job, d) for d in ms.DETECTORS},
-                                         'sigmas': list(s.sigmas), 'bandwidths': [1.0]}
+      best = {d: best_fn(job, d) for d in ms.DETECTORS}
+      rows[job.key(mode, s.digest())] = {'best': best, 'sigmas': list(s.sigmas), 'bandwidths': [1.0],
+                                         'best_seeds': {d: [[best[d][0] * (1 + 0.01 * (k - 2)), 1.0,
+                                                             best[d][2] * (1 + 0.01 * (k - 2))] for k in range(5)]
+                                                        for d in ms.DETECTORS}}
   return rows
 
 
@@ -138,6 +141,14 @@ def test_orderings_logic():
   assert (held, total) == (18, 20) and 'doppler/data' in details and 'doppler/wavelet' in details
   assert items['Table I: multiscale gives a lower AMSE, double'][:2] == (0, 2)
   assert items['Table II: multiscale needs less noise (sigma* ms < sigma* data), double'][:2] == (0, 10)
+
+  def within_seed_noise(job, det):   # double ahead on average, but not beyond the seeds' spread
+    return [2.0, 1.0, {'sub': 0.3, 'sup': 0.2, 'double': 0.1}[det]]
+  rows = _fake_rows(s, within_seed_noise)
+  for row in rows.values():       # double's per-seed AMSE swings around the others': no interval excludes 0
+    row['best_seeds']['double'] = [[2.0, 1.0, a] for a in (0.05, 0.4, 0.1, 0.35, 0.02)]
+  items = {claim: held for claim, held, _, _ in ms.orderings(rows, 'correct', s)}
+  assert items['Table I: double beats sub and sup (AMSE)'] == 0
 
 
 def test_bad_arguments():

@@ -44,6 +44,8 @@ def test_eval_quick_end_to_end_and_resume(tmp_path):
   text = open(path).read()
   for heading in ('## Verdict', '## Table 1 / 2 style', '## The audit', '## Fig. 2 style ablations'):
     assert heading in text
+  assert text.startswith('> **smoke run') and 'reproduced' not in text.lower()
+  assert 'vit: linear-transform noise improves accuracy (shuffled test batches) | not assessed (smoke run)' in text
   for fig in ('table.png', 'ablation.png', 'audit.png'):
     assert os.path.getsize(os.path.join(out, fig)) > 1000
   rows = {r['variant']: r for run in scaffold.RowStore(os.path.join(out, 'rows.jsonl')).rows()
@@ -51,6 +53,8 @@ def test_eval_quick_end_to_end_and_resume(tmp_path):
   assert set(rows) == {'vanilla', 'linear', 'linear_sample', 'test_only'}
   sample = rows['linear_sample']
   assert sample['acc_sorted'] == sample['acc_shuffled'] == sample['acc_single']
+  for protocol in positive_noise.PROTOCOLS:       # stored per-digit correctness matches the stored accuracy
+    assert scaffold.unpack_bits(sample[f'correct_{protocol}']).mean() == sample[f'acc_{protocol}']
   assert rows['test_only']['acc_single'] == rows['vanilla']['acc_single']
   mtime = os.path.getmtime(os.path.join(out, 'rows.jsonl'))
   positive_noise.main(argv)  # every row is stored: nothing is retrained or re-evaluated

@@ -12,6 +12,7 @@ from configs import common
 from configs import lstm_sr as lstm_sr_config
 from eval import scaffold
 from eval import sr_mnist
+from srjax import stats
 from srjax.data.dataset import Dataset
 from srjax.data.no_signal import with_no_signal
 from train import lstm_sr
@@ -45,35 +46,53 @@ def test_task_rejects_unknown_training_noise():
     lstm_sr.build_task(config)
 
 
-def _agg(mean_curves, draws_std=0.0):
-  """An Aggregate from per-seed mean curves [S, C, L] (std over draws `draws_std`), as eval.sr_mnist builds it."""
+def _agg(p_curves, seeds=3, n=400, draws=2, seed=0):
+  """An Aggregate of simulated sweeps: image i at contrast c, level l is correct with probability
+  p_curves[c][l] (independently per seed, draw and image), through sr_mnist.from_curves."""
   from srjax import sweep
-  mean_curves = np.asarray(mean_curves, np.float32)
-  levels = np.linspace(0, 0.3, mean_curves.shape[2]).astype(np.float32)
-  contrasts = np.linspace(1, 0.1, mean_curves.shape[1]).astype(np.float32)
-  sums = [sweep.summarize(sweep.SRCurves(m[..., None], m, np.full_like(m, draws_std), contrasts, levels))
-          for m in mean_curves]
-  pick = lambda f: np.stack([getattr(x, f) for x in sums])
-  return sr_mnist.Aggregate(mean_curves, pick('optimal_level'), pick('gain'), pick('peak_accuracy'),
-                            pick('zero_noise_accuracy'), pick('bell'), contrasts, levels)
+  rng = np.random.default_rng(seed)
+  p = np.asarray(p_curves, np.float64)
+  contrasts = np.array([1.0, 0.4, 0.25, 0.2][:p.shape[0]], np.float32)
+  levels = np.linspace(0, 0.3, p.shape[1]).astype(np.float32)
+  curves = []
+  for _ in range(seeds):
+    correct = rng.uniform(size=p.shape + (draws, n)) < p[..., None, None]
+    acc = correct.mean(-1).astype(np.float32)
+    curves.append(sweep.SRCurves(acc, acc.mean(-1), acc.std(-1), contrasts, levels, correct))
+  return sr_mnist.from_curves(curves)
+
+
+BELL = [[0.9, 0.8, 0.7, 0.6], [0.3, 0.5, 0.4, 0.3], [0.2, 0.35, 0.5, 0.3]]   # optimum grows as t falls
+FLAT = [[0.9, 0.8, 0.7, 0.6], [0.3, 0.3, 0.2, 0.1], [0.2, 0.2, 0.1, 0.1]]
 
 
 def test_claims_follow_the_measurements():
-  bell = [[[0.9, 0.8, 0.7, 0.6], [0.3, 0.5, 0.4, 0.3], [0.1, 0.2, 0.4, 0.3]]] * 3   # optimum grows as t falls
-  flat = [[[0.9, 0.8, 0.7, 0.6], [0.3, 0.3, 0.2, 0.1], [0.2, 0.2, 0.1, 0.1]]] * 3
-  text, holds = sr_mnist.claim_bell(_agg(bell), _agg(flat), 'bell')
-  assert holds and 'NOT' not in text
-  assert sr_mnist.claim_bell(_agg(flat), _agg(bell), 'bell')[1] is False
-  assert sr_mnist.claim_bell(_agg(bell), _agg(bell), 'bell')[1] is False
-  assert sr_mnist.claim_optimal(_agg(bell), 'optimal')[1] is True
-  shrinking = [[[0.9, 0.8, 0.7, 0.6], [0.1, 0.2, 0.4, 0.3], [0.3, 0.5, 0.4, 0.3]]] * 3
-  assert sr_mnist.claim_optimal(_agg(shrinking), 'optimal')[1] is False
-  better = (np.asarray(bell) + 0.1).tolist()
-  noisy_seeds = lambda curves, shift: [np.asarray(c) + shift * k for k, c in enumerate(curves)]
-  sel = np.array([False, True, True])
-  assert sr_mnist.claim_seq({1: _agg(bell), 5: _agg(bell)}, sel)[1] is True
-  assert sr_mnist.claim_seq({1: _agg(bell), 5: _agg(better)}, sel)[1] is False
-  assert sr_mnist.claim_seq({1: _agg(noisy_seeds(bell, 0.05)), 5: _agg(noisy_seeds(better, -0.05))}, sel)[1] is True
+  words = lambda claims: [v.verdict for v in stats.assess(claims)]
+  assert words(sr_mnist.bell_claims(_agg(BELL), _agg(FLAT, seed=1, seeds=5, n=1500), 'x')) == [
+      'supported', 'equivalent within ±0.03']
+  flat_with, bell_without = words(sr_mnist.bell_claims(_agg(FLAT), _agg(BELL, seed=1), 'x'))
+  assert flat_with != 'supported' and bell_without == 'contradicted'
+  assert words([sr_mnist.optimal_claim(_agg(BELL), 'optimal')]) == ['supported']
+  shrinking = [BELL[0], BELL[2], BELL[1]]
+  assert words([sr_mnist.optimal_claim(_agg(shrinking), 'optimal')]) == ['contradicted']
+  same = sr_mnist.seq_claims({1: _agg(BELL, seeds=5, n=1000), 5: _agg(BELL, seeds=5, n=1000, seed=2)})
+  assert words(same) == ['equivalent within ±0.03']
+  better = (np.asarray(BELL) + 0.1).tolist()
+  assert words(sr_mnist.seq_claims({1: _agg(BELL), 5: _agg(better, seed=2)})) == ['contradicted']
+
+
+def test_flat_curves_are_not_separated_under_the_null():
+  """Flat in truth at every contrast, 3 seeds: the bell claim is not supported (one realisation, fixed seed;
+  srjax.sweep and srjax.stats carry the calibration tests)."""
+  flat = [[0.5] * 6] * 3
+  verdicts = stats.assess(sr_mnist.bell_claims(_agg(flat, seed=4), None, 'x'))
+  assert verdicts[0].verdict == 'not separated'
+  assert verdicts[0].low < 0 < verdicts[0].high
+
+
+def test_packed_correctness_round_trips():
+  correct = np.random.default_rng(0).uniform(size=(2, 3, 2, 37)) < 0.5
+  np.testing.assert_array_equal(sr_mnist.unpack(sr_mnist.pack(correct)), correct)
 
 
 @pytest.mark.slow
@@ -82,6 +101,8 @@ def test_quick_end_to_end_and_resume(tmp_path, monkeypatch):
   path = sr_mnist.main(['--quick', '--out', out])
   text = open(path).read()
   assert 'python -m eval.sr_mnist --quick' in text and '## The paper\'s claims' in text
+  assert text.startswith(f'> **{stats.SMOKE_BANNER}**') and 'reproduced' not in text.lower()
+  assert 'not assessed (smoke run)' in text and os.path.exists(os.path.join(out, 'verdicts.json'))
   for name in ('fig2_uniform', 'fig3_gaussian', 'fig4_no_signal', 'fig5_seq_len', 'fig_models',
                'fig_trained_noise', 'fig_shared_noise'):
     assert os.path.getsize(os.path.join(out, f'{name}.png')) > 1000, name

@@ -135,19 +135,66 @@ def test_threshold_detector_bell_curve_matches_closed_form(noise):
   assert summary.gain[0] > 0.05 and summary.gain[1] == 0
 
 
-def test_summarize_test_is_gain_against_spread():
+def _simulated_curves(p_levels, sims, n=1100, draws=2, seed=0):
+  """SRCurves of `sims` simulated sweeps (one per contrast row): image i at level l, draw d is correct with
+  probability p_levels[l], independently."""
+  rng = np.random.default_rng(seed)
+  p = np.asarray(p_levels)[None, :, None, None]
+  correct = rng.uniform(size=(sims, len(p_levels), draws, n)) < p
+  acc = correct.mean(-1)
+  levels = np.linspace(0, 0.45, len(p_levels)).astype(np.float32)
+  return sweep.SRCurves(acc.astype(np.float32), acc.mean(-1), acc.std(-1), np.ones(sims, np.float32), levels,
+                        correct)
+
+
+def test_flat_curve_is_rarely_called_a_bell():
+  """The issue's case: n = 1,100, p = 0.5 at 10 levels, 2 draws; the old rule said "bell" 80% of the time."""
+  sims = 1000
+  summary = sweep.summarize(_simulated_curves([0.5] * 10, sims), resamples=500)
+  rate = summary.bell.mean()
+  assert rate <= 0.05 + 3 * np.sqrt(0.05 * 0.95 / sims), rate
+  assert np.mean(summary.gain > summary.spread) > 0.5          # the in-sample rule it replaces
+  assert abs(summary.held_out_gain.mean()) < 0.002             # held out: unbiased under the flat curve
+
+
+def test_a_seven_point_bell_is_detected():
+  bump = [0.5, 0.51, 0.535, 0.57, 0.535, 0.51, 0.5, 0.5, 0.5, 0.5]   # +7 points at the best level
+  summary = sweep.summarize(_simulated_curves(bump, 300, seed=1), resamples=500)
+  assert summary.bell.mean() >= 0.8, summary.bell.mean()
+  np.testing.assert_array_less(summary.gain_low, summary.held_out_gain)
+
+
+def test_summarize_fields_and_errors():
   levels = np.array([0.0, 0.1, 0.2], np.float32)
-  acc = np.array([[[0.5, 0.5], [0.6, 0.6], [0.4, 0.4]],        # clear bell
-                  [[0.5, 0.5], [0.55, 0.45], [0.4, 0.4]],      # mean peak at 0 -> gain 0
-                  [[0.35, 0.65], [0.6, 0.6], [0.4, 0.4]]],     # gain 0.1 < spread 0.15: not bell
-                 np.float32)
-  curves = sweep.SRCurves(acc, acc.mean(-1), acc.std(-1), np.array([1.0, 0.5, 0.2], np.float32), levels)
+  correct = np.zeros((1, 3, 2, 4), bool)
+  correct[0, 1] = True                                          # level 0.1: every image right, else none
+  acc = correct.mean(-1).astype(np.float32)
+  curves = sweep.SRCurves(acc, acc.mean(-1), acc.std(-1), np.array([0.5], np.float32), levels, correct)
   summary = sweep.summarize(curves)
-  np.testing.assert_allclose(summary.optimal_level, [0.1, 0.0, 0.1])
-  np.testing.assert_allclose(summary.gain, [0.1, 0.0, 0.1], atol=1e-6)
-  np.testing.assert_array_equal(summary.bell, [True, False, False])
+  np.testing.assert_allclose(summary.optimal_level, [0.1])
+  np.testing.assert_allclose(summary.gain, [1.0])
+  np.testing.assert_allclose(summary.held_out_gain, [1.0])
   with pytest.raises(ValueError, match='levels'):
     sweep.summarize(curves._replace(levels=levels + 0.05))
+  with pytest.raises(ValueError, match='^curves.correct: got None'):
+    sweep.summarize(curves._replace(correct=None))
+
+
+def test_held_out_gain_uses_the_other_half():
+  # Level 1 is right on the choosing half only, level 2 on the held-out half only; level 0 always wrong.
+  n = 8
+  choose = np.zeros(n, bool)
+  choose[np.random.default_rng(0).permutation(n)[: n // 2]] = True
+  correct = np.zeros((1, 3, 1, n), bool)
+  correct[0, 1, 0, choose] = True
+  correct[0, 2, 0, ~choose] = True
+  np.testing.assert_array_equal(sweep.held_out_gains(correct, 0, seed=0), np.zeros((1, 4)))   # chose level 1
+  correct[0, 2, 0, np.flatnonzero(choose)[:3]] = True                                         # 3 of 4: level 1 wins
+  np.testing.assert_array_equal(sweep.held_out_gains(correct, 0, seed=0), np.zeros((1, 4)))
+  correct[0, 2, 0, choose] = True                                                             # tie: first max (1)
+  np.testing.assert_array_equal(sweep.held_out_gains(correct, 0, seed=0), np.zeros((1, 4)))
+  correct[0, 1, 0, np.flatnonzero(choose)[0]] = False                                         # now level 2 wins
+  np.testing.assert_array_equal(sweep.held_out_gains(correct, 0, seed=0), np.ones((1, 4)))
 
 
 @pytest.mark.parametrize('kwargs,name', [

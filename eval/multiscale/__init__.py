@@ -4,8 +4,10 @@
                               [--no-figures] [--fresh] [--size 512] [--n-trials 100] [--n-sigma 24]
                               [--set field=value]
 
-Cost (2 CPU cores): the default run computes every Table I and Table II row twice (48 grid searches), with
-srjax's correct estimators and with `reference_quirks=True`: about a minute at the default 256^2 image size
+Cost (2 CPU cores): the default run computes every Table I and Table II row twice, with srjax's correct
+estimators and with `reference_quirks=True`, each over 5 noise seeds (240 grid searches; the paper's orderings
+count a row only when the 95% t interval over the seeds of the paired difference excludes 0): about five
+minutes at the default 256^2 image size (one seed took about a minute; `--set noise_seeds=1` restores that)
 (results.md's Timing section records the wall and CPU time of each run, with the load average). It then draws
 the figures, the Fig. 9 level sweep included (a few minutes more). `--quick` runs everything on tiny grids (one
 bandwidth, 10 trials) in well under a minute, mostly XLA compile time, and draws the recovered-signal figures for

@@ -116,7 +116,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     timings.append(f'- Figures (Fig. 9 sweep: {c2} rows computed, {r2} resumed): {fig_seconds:.1f} s.')
     print(timings[-1][2:], flush=True)
   results = scaffold.write_results(out, report.TITLE, report.sections(store, modes, s, drawn, '\n'.join(timings)),
-                                   module='eval.multiscale', argv=sys.argv[1:] if argv is None else argv)
+                                   module='eval.multiscale', argv=sys.argv[1:] if argv is None else argv,
+                                   quick=args.quick)
   with open(results) as f:
     print(f.read())
+  held = [(h, t) for m in modes for _, h, t, _ in report.orderings(store, m, s)]
+  scaffold.finish(results, f'orderings shown on {sum(h for h, _ in held)} of {sum(t for _, t in held)} rows '
+                           f'(95% interval over {s.noise_seeds} noise seeds excludes 0)')
   return dict(rows=store, settings=s, table_seconds=table_seconds, figures=drawn)
