@@ -167,23 +167,37 @@ def method_fn(spec: dict[str, Any], model: Any, size: tuple[int, int]) -> Callab
   return jax.jit(fn)
 
 
-def timed_features(fn: Callable[[np.ndarray], jax.Array], x: np.ndarray,
-                   batch_size: int) -> tuple[np.ndarray, float]:
-  """Features of `x` in batches of `batch_size` (the last zero-padded), and the median seconds per image.
+def interleaved_timing(fns: Sequence[Callable[[np.ndarray], jax.Array]], x: np.ndarray, batch_size: int,
+                       consume: Callable[[int, int, np.ndarray], None]) -> list[float]:
+  """Runs every fn on every batch of `x`, the methods interleaved batch by batch, timing each call.
 
-  One warm-up call (compilation) runs first; each batch is then timed with `block_until_ready`, and the median
-  over batches divided by the batch size is returned (robust to load spikes on a shared machine).
+  Each fn gets one warm-up call (compilation) first. Then for each batch of `batch_size` images (the last one
+  zero-padded, so one compile) every fn runs in turn, timed with `block_until_ready`, and
+  `consume(method_index, start, outputs[:k])` receives its outputs. Interleaving makes a load change on a shared
+  machine hit all methods alike; the median over batches is robust to spikes.
+
+  Args:
+    fns: `fn(images [batch_size, ...]) -> array [batch_size, ...]`.
+    x: [N, ...] inputs.
+    batch_size: images per call, the same for every fn.
+    consume: called with (fn index, first image index, host outputs of the real images).
+
+  Returns:
+    Median seconds per image of each fn.
   """
   pad = lambda c: np.concatenate([c, np.zeros((batch_size - len(c),) + c.shape[1:], c.dtype)])
-  jax.block_until_ready(fn(pad(x[:batch_size])))
-  outs, times = [], []
+  for fn in fns:
+    jax.block_until_ready(fn(pad(x[:batch_size])))
+  times = [[] for _ in fns]
   for start in range(0, len(x), batch_size):
-    chunk = x[start:start + batch_size]
-    t = time.perf_counter()
-    y = jax.block_until_ready(fn(pad(chunk)))
-    times.append(time.perf_counter() - t)
-    outs.append(np.asarray(y)[:len(chunk)])
-  return np.concatenate(outs), float(np.median(times)) / batch_size
+    chunk = pad(x[start:start + batch_size])
+    k = min(batch_size, len(x) - start)
+    for i, fn in enumerate(fns):
+      t = time.perf_counter()
+      y = jax.block_until_ready(fn(chunk))
+      times[i].append(time.perf_counter() - t)
+      consume(i, start, np.asarray(y)[:k])
+  return [float(np.median(t)) / batch_size for t in times]
 
 
 def iou_counts(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
@@ -250,18 +264,24 @@ def cost_verdicts(rows: Sequence[dict[str, Any]], boot: np.ndarray, budgets: Seq
     b = names.index(budget)
     within = [i for i in range(len(rows)) if costs[i] <= costs[b]]
     best = max(within, key=lambda i: scores[i])
-    lo, hi = interval(boot[best] - boot[b])
-    if quick:
-      judged = 'not assessed (smoke run)'
-    elif best == b:
-      judged = f'{budget} itself is the best method at its cost'
-    elif lo > 0:
-      judged = f'{names[best]} beats {budget} at no more cost'
+    others = [i for i in within if i != b]
+    if best != b:
+      lo, hi = interval(boot[best] - boot[b])
+      judged = (f'{names[best]} beats {budget} at no more cost' if lo > 0 else
+                f'{names[best]} and {budget} are not distinguishable (the interval includes 0)')
+      comparison = f'{names[best]} - {budget} = {scores[best] - scores[b]:+.4f} [{lo:+.4f}, {hi:+.4f}]'
+    elif others:
+      nxt = max(others, key=lambda i: scores[i])
+      lo, hi = interval(boot[b] - boot[nxt])
+      judged = (f'{budget} beats every method that costs no more' if lo > 0 else
+                f'{budget} leads, but not distinguishably from {names[nxt]}')
+      comparison = (f'the next best is {names[nxt]}: {budget} - {names[nxt]} = {scores[b] - scores[nxt]:+.4f} '
+                    f'[{lo:+.4f}, {hi:+.4f}]')
     else:
-      judged = f'{names[best]} and {budget} are not distinguishable (the interval includes 0)'
+      judged, comparison = f'{budget} is the cheapest method', 'nothing costs less'
     lines.append(f'- At the cost of {budget} ({costs[b]:.2e} s/image): best mIoU among the methods that cost no '
-                 f'more is **{names[best]}** ({scores[best]:.4f}, {costs[best]:.2e} s/image); {names[best]} - '
-                 f'{budget} = {scores[best] - scores[b]:+.4f} [{lo:+.4f}, {hi:+.4f}] -> {judged}.')
+                 f'more is **{names[best]}** ({scores[best]:.4f}, {costs[best]:.2e} s/image); {comparison} -> '
+                 f'{"not assessed (smoke run)" if quick else judged}.')
   front = pareto_front(costs, scores)
   on_front = [names[i] for i in front if rows[i]['family'] in ('SRT', 'SRT + stride trick')]
   verdict = ('not assessed (smoke run)' if quick else
@@ -380,25 +400,33 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     runs.append((d_spec, student, f'distilled student: {d_spec["name"]}'))
   load_before = os.getloadavg()
   t_cmp = time.time()
-  rows, preds, counts = [], {}, []
-  for spec, p, name in scaffold.progress(runs, 'methods'):
-    t = time.time()
-    fn = method_fn(spec, model, size)
-    f_tr = srt_common.batched(lambda b, fn=fn, p=p: fn(p, b), x_train, batch_size)
-    f_te, sec = timed_features(lambda b, fn=fn, p=p: fn(p, b), x_test, batch_size)
-    c = f_tr.shape[-1]
-    f_tr, f_te = f_tr.reshape(-1, c), f_te.reshape(-1, c)
+  # Stage 1, per method: the probe on the training digits (features discarded after the fit).
+  fns, probes, train_miou = [], [], []
+  for spec, p, _ in scaffold.progress(runs, 'probes'):
+    fn = functools.partial(method_fn(spec, model, size), p)
+    f_tr = srt_common.batched(fn, x_train, batch_size)
+    f_tr = f_tr.reshape(-1, f_tr.shape[-1])
     mu, sd = f_tr.mean(0), f_tr.std(0) + 1e-6
     w = np.asarray(fit_logistic(jnp.asarray((f_tr - mu) / sd), jnp.asarray(gt_train, jnp.float32)))
-    pred_te = predict(w, (f_te - mu) / sd).reshape(gt_test.shape)
-    pred_tr = predict(w, (f_tr - mu) / sd)
+    fns.append(fn)
+    probes.append((w, mu, sd))
+    train_miou.append(iou_scores(predict(w, (f_tr - mu) / sd), gt_train)['mIoU'])
+  # Stage 2: the test digits, every method timed on every batch, interleaved.
+  preds_all = np.zeros((len(runs),) + gt_test.shape, bool)
+
+  def consume(i, start, f):
+    w, mu, sd = probes[i]
+    preds_all[i, start:start + len(f)] = predict(w, (f.reshape(-1, f.shape[-1]) - mu) / sd).reshape(
+        (len(f),) + gt_test.shape[1:])
+  seconds = interleaved_timing(fns, x_test, batch_size, consume)
+  rows, preds, counts = [], {}, []
+  for (spec, _, name), pred_te, tr, sec in zip(runs, preds_all, train_miou, seconds):
     cnt = iou_counts(pred_te, gt_test)
     counts.append(cnt)
     per_image = (cnt[:, 0] / np.maximum(cnt[:, 1], 1) + cnt[:, 2] / np.maximum(cnt[:, 3], 1)) / 2
     rows.append({'features': name, 'family': spec['family'], 'forwards': spec['forwards'],
                  'tokens': (spec['scale'] * size[0] // spec['stride']) * (spec['scale'] * size[1] // spec['stride']),
-                 **iou_scores(pred_te, gt_test), 'train mIoU': iou_scores(pred_tr, gt_train)['mIoU'],
-                 's/img': sec, 'seconds': round(time.time() - t, 1),
+                 **iou_scores(pred_te, gt_test), 'train mIoU': tr, 's/img': sec,
                  'per-image counts (fg inter, fg union, bg inter, bg union)': cnt.tolist(),
                  'per-image mIoU': per_image.round(5).tolist()})
     preds[name] = pred_te
