@@ -117,9 +117,10 @@ def test_segmentation_quick(tmp_path, vit_workdir):
 def test_pareto_front_and_cost_verdicts():
   rows = [dict(features=n, family=f, **{'s/img': c, 'mIoU': m}) for n, f, c, m in [
       ('nearest', 'nearest', 1.0, 0.60), ('bilinear', 'bilinear', 1.1, 0.70), ('SRT d=1', 'SRT', 9.0, 0.75),
-      ('stride trick p/2', 'stride trick', 5.0, 0.80), ('SRT d=2', 'SRT', 25.0, 0.90), ('slow', 'nearest', 30.0, 0.5)]]
-  # By hand: nearest (cheapest), bilinear, stride (beats SRT d=1 at less cost), SRT d=2 (the best); 'slow' and
-  # SRT d=1 are dominated.
+      ('stride trick p/2', 'stride trick', 5.0, 0.80), ('SRT d=2', 'SRT', 25.0, 0.90), ('slow', 'nearest', 30.0, 0.5),
+      ('tie', 'nearest', 1.0, 0.55)]]
+  # By hand: nearest (cheapest), bilinear, stride (beats SRT d=1 at less cost), SRT d=2 (the best); 'slow',
+  # SRT d=1 and 'tie' (as costly as nearest, worse) are dominated.
   assert srt_segmentation.pareto_front([r['s/img'] for r in rows], [r['mIoU'] for r in rows]) == [0, 1, 3, 4]
   # Paired bootstrap stand-in: each method's samples = its mIoU + a shared jitter, so differences are exact.
   jitter = np.random.default_rng(0).normal(0, 0.01, 500)

@@ -30,7 +30,7 @@ def small():
   model = vit.ViT(num_classes=0, patch_size=P, width=D, depth=1, mlp_dim=16, num_heads=2,
                   posemb_grid=(IMG // P, IMG // P))
   x = jnp.asarray(np.random.default_rng(0).normal(size=(2, IMG, IMG, 3)), jnp.float32)
-  params = model.init(jax.random.key(0), x)['params']
+  params = jax.eval_shape(model.init, jax.random.key(0), x)['params']
   rng = np.random.default_rng(1)
   params = jax.tree_util.tree_map(lambda a: jnp.asarray(rng.normal(size=a.shape) * 0.3, jnp.float32), params)
   return model, _identity_blocks(params), x
@@ -43,7 +43,8 @@ def test_strided_tokens_are_tokens_of_translated_images(small, s, pad):
   plain = vit.features(model, 0, norm=False)
   strided = vit.features(model.clone(patch_stride=s, patch_stride_pad=pad), 0, norm=False)
   got = np.asarray(strided(params, x))
-  lo = vit.patch_padding(P, s, pad)[0]
+  lo = (P - s) // 2 if pad == 'centre' else 0   # the documented layout: floor((p - s) / 2) before
+  assert vit.patch_padding(P, s, pad) == (lo, P - s - lo if pad == 'centre' else 0)
   n = IMG // s if pad == 'centre' else (IMG - P) // s + 1
   assert got.shape == (2, n, n, D)
   # Token i at stride s covers the (zero-padded) pixels [s i - lo, s i - lo + p). Translating the image by
