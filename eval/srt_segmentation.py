@@ -8,8 +8,8 @@ Cost (2-core laptop CPU): training the ViT (patch 4, width 64, depth 4; 600 step
 at load average ~10), the SRT features of 600 digits for d = 1..4 (9 to 81 shifts each) and the probes about 1-2
 min. The comparison at equal cost adds the larger inputs, the stride trick and SRT on the strided model: measured
 on a shared 2-core AMD EPYC, the whole default comparison took 415 s (load average 10.6 falling to 1.7; the full
-default run 20 min with training), and a second time 781 s (load 8.9 -> 6.7), against 239 s (load 4.7 -> 9.5) for nearest, bilinear and SRT d = 1..4 alone run just
-before it from the same workdir (`--scales --stride-divs --strided-srt`, nothing else). `--quick` (a 10-step tiny
+default run 20 min with training), and a second time 781 s (load 8.9 -> 6.7), against 239 s (load 4.7 -> 9.5)
+for nearest, bilinear and SRT d = 1..4 alone run just before it from the same workdir (`--scales --stride-divs --strided-srt`, nothing else). `--quick` (a 10-step tiny
 ViT, 32 + 32 digits, d <= 2, the same alternatives, batch 16) takes well under a minute; the test runs it.
 
 Setup. Ground truth: pixel > 0.5 is foreground (a 28x28 mask per digit). The ViT (7x7 tokens) is trained with
