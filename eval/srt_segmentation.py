@@ -1,11 +1,16 @@
 """Dense probe of SRT features (paper Sec. 3 / Appendix C): foreground segmentation of MNIST digits from the
-token features of a small ViT trained here, with plain (nearest), bilinear and SRT (d = 1..4) upsampling.
+token features of a small ViT trained here, with plain (nearest), bilinear and SRT (d = 1..4) upsampling, beside
+SRT's training-free alternatives at equal cost (a larger input, the stride trick), each timed in the same run.
 
     python -m eval.srt_segmentation --out results/srt_segmentation [--workdir DIR] [--distill] [--quick]
 
-Cost (2-core laptop CPU): training the ViT (patch 4, width 64, depth 4; 600 steps) takes 1-3 min, the SRT
-features of 600 digits for d = 1..4 (9 to 81 shifts each) and the probes about 1-2 min. `--quick` (a 10-step
-tiny ViT, 32 + 32 digits, d <= 2) takes well under a minute; the test runs it.
+Cost (2-core laptop CPU): training the ViT (patch 4, width 64, depth 4; 600 steps) takes 1-3 min quiet (13 min
+at load average ~10), the SRT features of 600 digits for d = 1..4 (9 to 81 shifts each) and the probes about 1-2
+min. The comparison at equal cost adds the larger inputs, the stride trick and SRT on the strided model: measured
+on a shared 2-core AMD EPYC, the whole default comparison took 415 s (load average 10.6 falling to 1.7; the full
+default run 20 min with training), and a second time 781 s (load 8.9 -> 6.7), against 239 s (load 4.7 -> 9.5)
+for nearest, bilinear and SRT d = 1..4 alone run just before it from the same workdir (`--scales --stride-divs --strided-srt`, nothing else). `--quick` (a 10-step tiny
+ViT, 32 + 32 digits, d <= 2, the same alternatives, batch 16) takes well under a minute; the test runs it.
 
 Setup. Ground truth: pixel > 0.5 is foreground (a 28x28 mask per digit). The ViT (7x7 tokens) is trained with
 the shared loop to classify the embedded MNIST subset (labels are used only there); its features are the last
@@ -16,7 +21,18 @@ block's tokens after the final LayerNorm, as in the paper. For each feature type
   * nearest: each token copied to its 4x4 patch (the plain single-pass map; equals SRT with d = 0);
   * bilinear: the 7x7 map bilinearly interpolated (jax.image.resize, half-pixel centres) -- Appendix C's
     "interpolated features";
-  * SRT d: `srjax.srt(..., d, output='pixel', aggregate='mean')` over the (2d+1)^2 shift grid, zero fill.
+  * SRT d: `srjax.srt(..., d, output='pixel', aggregate='mean')` over the (2d+1)^2 shift grid, zero fill;
+  * larger input xk (k = 2, 3): the digit resized bicubically to 28k x 28k (the position embedding
+    interpolated), its (7k)^2 tokens bilinearly resized to 28x28 -- the baseline of the feature-upsampling papers
+    (FeatUp, LiFT, JAFAR, LoftUp, AnyUp);
+  * stride trick p/k (k = 2, 4): Amir et al. 2021's overlapping patches, `ViT(patch_stride=p/k)` on the same
+    weights (`srjax.models.vit`), (7k)^2 tokens bilinearly resized to 28x28;
+  * SRT d on the strided model (default d = 1 at stride p/2).
+Every method's seconds per image are the median batch time of one jitted call on the same batch size (50), after
+a warm-up, with `block_until_ready`; the table gives mIoU with a 95% paired bootstrap interval over the test
+digits (per-image counts in rows.json). The verdicts are computed: at the cost of SRT d = 1, 2, 3, which method
+that costs no more has the best mIoU (and its paired difference to SRT), and whether SRT lies on the Pareto front
+of (seconds per image, mIoU), drawn in miou_vs_cost.png. A --quick run states no verdict.
 The paper's Appendix C claim tested here: interpolating features does worse than SRT (there on NYU depth, where
 interpolation was even worse than the baseline).
 
@@ -24,15 +40,21 @@ With --distill the ViT is also self-distilled on its own SRT features (`train/sr
 `configs/srt_distill.py` defaults: 300 label-free steps, d = 2; 3-6 more minutes) and the student's single pass
 is probed the same way (paper Sec. 3.2: distillation keeps one forward pass at inference).
 
-Writes results.md (the mIoU table), miou_vs_d.png and examples.png into --out.
+Writes results.md (the mIoU table), rows.json, miou_vs_cost.png, miou_vs_d.png and examples.png into --out.
+
+References:
+  Lao et al., "Sub-token ViT embedding via stochastic resonance transformers", Sec. 3, Appendix C.
+  Amir et al., "Deep ViT features as dense visual descriptors" (2021), Sec. 3.1 (the stride trick).
 """
 from __future__ import annotations
 
 import argparse
 import functools
+import json
+import os
 import tempfile
 import time
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import matplotlib
 
@@ -90,29 +112,224 @@ def iou_scores(pred: np.ndarray, gt: np.ndarray) -> dict[str, float]:
   return {'IoU fg': fg, 'IoU bg': bg, 'mIoU': (fg + bg) / 2}
 
 
-def pixel_features(method: str, d: int, feature_fn, params, images: np.ndarray, batch_size: int) -> np.ndarray:
-  """[N, H, W, C] pixel-resolution features of `images` for method 'nearest', 'bilinear' or 'srt'.
+# The comparison at equal cost: every method maps a batch of images [B, H, W, C] to pixel-resolution features
+# [B, H, W, C'] in one jitted call, so its seconds per image are measured the same way for all.
+FAMILIES = ('nearest', 'bilinear', 'larger input', 'stride trick', 'SRT', 'SRT + stride trick')
+
+
+def method_specs(patch: int, ds: Sequence[int], scales: Sequence[int], stride_divs: Sequence[int],
+                 strided_srt: Sequence[tuple[int, int]]) -> list[dict[str, Any]]:
+  """The methods compared, as dicts {name, family, d, scale, stride, forwards}.
 
   Args:
-    method: 'nearest', 'bilinear' or 'srt'.
-    d: SRT perturbation level (method 'srt').
-    feature_fn: the backbone's feature apply_fn.
-    params: its variables (or bare params, see `srjax.models`).
-    images: [N, H, W, C] float32.
-    batch_size: images per call.
+    patch: the ViT's patch size p.
+    ds: SRT levels d (each (2d+1)^2 forwards of the plain model).
+    scales: input enlargement factors k (bicubic k H x k W input, k^2 times the tokens).
+    stride_divs: stride-trick divisors k (patch stride p / k, about k^2 times the tokens).
+    strided_srt: (k, d) pairs: SRT at level d on the model at stride p / k.
+
+  Returns:
+    The method list, in table order.
   """
-  size = images.shape[1:3]
-  if method == 'srt':
-    fn = lambda b: srt(feature_fn, params, b, d=d, output='pixel', aggregate='mean')
-  else:
-    up = jax.jit(lambda p, b: srt_common.pixel_upsample(feature_fn(p, b), size, method))
-    fn = lambda b: up(params, b)
-  return srt_common.batched(fn, images, batch_size)
+  spec = lambda name, family, d=0, scale=1, stride=patch: dict(
+      name=name, family=family, d=d, scale=scale, stride=stride, forwards=(2 * d + 1) ** 2)
+  out = [spec('nearest', 'nearest'), spec('bilinear', 'bilinear')]
+  out += [spec(f'larger input x{k}', 'larger input', scale=k) for k in scales]
+  for k in stride_divs:
+    if patch % k:
+      checks.fail('--stride-divs', k, f'divisors of the patch size {patch}')
+    out.append(spec(f'stride trick p/{k}', 'stride trick', stride=patch // k))
+  out += [spec(f'SRT d={d}', 'SRT', d=d) for d in ds]
+  for k, d in strided_srt:
+    if patch % k:
+      checks.fail('--strided-srt', k, f'divisors of the patch size {patch}')
+    out.append(spec(f'SRT d={d} on stride p/{k}', 'SRT + stride trick', d=d, stride=patch // k))
+  return out
+
+
+def method_fn(spec: dict[str, Any], model: Any, size: tuple[int, int]) -> Callable[[Any, jax.Array], jax.Array]:
+  """`fn(variables, images [B, H, W, C]) -> [B, H, W, C']` pixel features of one method (see `method_specs`).
+
+  nearest / bilinear: the stride-p token map upsampled (block replication / jax.image.resize 'linear', half-pixel
+  centres). larger input xk: the image resized bicubically (jax.image.resize, half-pixel centres) to kH x kW,
+  run through the ViT (position embedding interpolated), tokens bilinearly resized to H x W. stride trick p/k:
+  the ViT with `patch_stride=p/k` ('centre' padding: H k/p x W k/p tokens centred on their cells), bilinearly
+  resized to H x W. SRT (+ stride trick): `srjax.srt(..., d, output='pixel', aggregate='mean')` on the plain or
+  strided model (its native nearest-upsampled, back-shifted mean).
+  """
+  strided = model if spec['stride'] == model.patch_size else model.clone(patch_stride=spec['stride'])
+  feats = srt_classifier.feature_fn(strided)
+  if spec['family'] in ('SRT', 'SRT + stride trick'):
+    return lambda p, b: srt(feats, p, b, d=spec['d'], output='pixel', aggregate='mean')
+  k = spec['scale']
+  up = 'nearest' if spec['family'] == 'nearest' else 'bilinear'
+
+  def fn(p, b):
+    if k != 1:
+      b = jax.image.resize(b, (b.shape[0], k * size[0], k * size[1], b.shape[3]), 'bicubic')
+    return srt_common.pixel_upsample(feats(p, b), size, up)
+  return jax.jit(fn)
+
+
+def interleaved_timing(fns: Sequence[Callable[[np.ndarray], jax.Array]], x: np.ndarray, batch_size: int,
+                       consume: Callable[[int, int, np.ndarray], None]) -> list[float]:
+  """Runs every fn on every batch of `x`, the methods interleaved batch by batch, timing each call.
+
+  Each fn gets one warm-up call (compilation) first. Then for each batch of `batch_size` images (the last one
+  zero-padded, so one compile) every fn runs in turn, timed with `block_until_ready`, and
+  `consume(method_index, start, outputs[:k])` receives its outputs. Interleaving makes a load change on a shared
+  machine hit all methods alike; the median over batches is robust to spikes.
+
+  Args:
+    fns: `fn(images [batch_size, ...]) -> array [batch_size, ...]`.
+    x: [N, ...] inputs.
+    batch_size: images per call, the same for every fn.
+    consume: called with (fn index, first image index, host outputs of the real images).
+
+  Returns:
+    Median seconds per image of each fn.
+  """
+  pad = lambda c: np.concatenate([c, np.zeros((batch_size - len(c),) + c.shape[1:], c.dtype)])
+  for fn in fns:
+    jax.block_until_ready(fn(pad(x[:batch_size])))
+  times = [[] for _ in fns]
+  for start in range(0, len(x), batch_size):
+    chunk = pad(x[start:start + batch_size])
+    k = min(batch_size, len(x) - start)
+    for i, fn in enumerate(fns):
+      t = time.perf_counter()
+      y = jax.block_until_ready(fn(chunk))
+      times[i].append(time.perf_counter() - t)
+      consume(i, start, np.asarray(y)[:k])
+  return [float(np.median(t)) / batch_size for t in times]
+
+
+def iou_counts(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
+  """Per-image [N, 4] int64 counts (fg intersection, fg union, bg intersection, bg union) of masks [N, H, W]."""
+  ax = (1, 2)
+  return np.stack([np.sum(pred & gt, ax), np.sum(pred | gt, ax), np.sum(~pred & ~gt, ax),
+                   np.sum(~pred | ~gt, ax)], axis=1).astype(np.int64)
+
+
+def miou_from_counts(counts: np.ndarray) -> np.ndarray:
+  """Pooled mIoU from summed counts [..., 4] (the same number `iou_scores` gives on the pooled pixels)."""
+  counts = np.asarray(counts, np.float64)
+  return (counts[..., 0] / np.maximum(counts[..., 1], 1) + counts[..., 2] / np.maximum(counts[..., 3], 1)) / 2
+
+
+def paired_bootstrap_miou(counts: np.ndarray, n_boot: int = 2000, seed: int = 0) -> np.ndarray:
+  """[M, n_boot] pooled mIoU of M methods over test images resampled with replacement, the SAME resample for
+  every method (paired), so differences between methods get intervals too.
+
+  Args:
+    counts: [M, N, 4] per-image counts (`iou_counts`) of M methods on the same N test images.
+    n_boot: resamples.
+    seed: NumPy seed.
+
+  This percentile bootstrap over images is local to this script; the project's statistics module, once it
+  lands, replaces it (the stored per-image counts are what it needs).
+  """
+  n = counts.shape[1]
+  weights = np.random.default_rng(seed).multinomial(n, np.full(n, 1.0 / n), size=n_boot)  # [n_boot, N]
+  return miou_from_counts(np.einsum('bn,mnk->mbk', weights, counts.astype(np.float64)))
+
+
+def interval(samples: np.ndarray, level: float = 0.95) -> tuple[float, float]:
+  """Percentile interval of bootstrap samples."""
+  lo, hi = np.quantile(samples, [(1 - level) / 2, (1 + level) / 2])
+  return float(lo), float(hi)
+
+
+def pareto_front(costs: Sequence[float], scores: Sequence[float]) -> list[int]:
+  """Indices of the points no other point dominates (cost <= and score >=, one of them strictly), by cost."""
+  idx = []
+  for i, (c, s) in enumerate(zip(costs, scores)):
+    dominated = any(c2 <= c and s2 >= s and (c2 < c or s2 > s) for c2, s2 in zip(costs, scores))
+    if not dominated:
+      idx.append(i)
+  return sorted(idx, key=lambda i: costs[i])
+
+
+def cost_verdicts(rows: Sequence[dict[str, Any]], boot: np.ndarray, budgets: Sequence[str],
+                  quick: bool) -> list[str]:
+  """The comparison's verdicts, computed from the rows (cost 's/img', 'mIoU') and the paired bootstrap.
+
+  For each budget row (e.g. 'SRT d=2'): among the methods that cost no more seconds per image, the one with the
+  best mIoU, and its paired difference to the budget row with a 95% interval. Then whether any SRT row lies
+  on the Pareto front of (seconds per image, mIoU). A --quick run states its numbers but assesses nothing.
+  """
+  costs = [r['s/img'] for r in rows]
+  scores = [r['mIoU'] for r in rows]
+  names = [r['features'] for r in rows]
+  lines = []
+  for budget in budgets:
+    if budget not in names:
+      continue
+    b = names.index(budget)
+    within = [i for i in range(len(rows)) if costs[i] <= costs[b]]
+    best = max(within, key=lambda i: scores[i])
+    others = [i for i in within if i != b]
+    if best != b:
+      lo, hi = interval(boot[best] - boot[b])
+      judged = (f'{names[best]} beats {budget} at no more cost' if lo > 0 else
+                f'{names[best]} and {budget} are not distinguishable (the interval includes 0)')
+      comparison = f'{names[best]} - {budget} = {scores[best] - scores[b]:+.4f} [{lo:+.4f}, {hi:+.4f}]'
+    elif others:
+      nxt = max(others, key=lambda i: scores[i])
+      lo, hi = interval(boot[b] - boot[nxt])
+      judged = (f'{budget} beats every method that costs no more' if lo > 0 else
+                f'{budget} leads, but not distinguishably from {names[nxt]}')
+      comparison = (f'the next best is {names[nxt]}: {budget} - {names[nxt]} = {scores[b] - scores[nxt]:+.4f} '
+                    f'[{lo:+.4f}, {hi:+.4f}]')
+    else:
+      judged, comparison = f'{budget} is the cheapest method', 'nothing costs less'
+    lines.append(f'- At the cost of {budget} ({costs[b]:.2e} s/image): best mIoU among the methods that cost no '
+                 f'more is **{names[best]}** ({scores[best]:.4f}, {costs[best]:.2e} s/image); {comparison} -> '
+                 f'{"not assessed (smoke run)" if quick else judged}.')
+  front = pareto_front(costs, scores)
+  on_front = [names[i] for i in front if rows[i]['family'] in ('SRT', 'SRT + stride trick')]
+  verdict = ('not assessed (smoke run)' if quick else
+             (f'yes: {", ".join(on_front)}' if on_front else 'no: every SRT setting is dominated'))
+  lines.append(f'- Pareto front (seconds per image, mIoU; point estimates): {", ".join(names[i] for i in front)}. '
+               f'Is SRT on the front? {verdict}.')
+  return lines
+
+
+def miou_vs_cost_figure(rows: Sequence[dict[str, Any]], out: str) -> str:
+  """mIoU (95% bootstrap interval) against seconds per image (log x), one point per method, Pareto front."""
+  fig, ax = plt.subplots(figsize=(7, 4.5))
+  for j, family in enumerate(FAMILIES):
+    fam = [r for r in rows if r['family'] == family]
+    if not fam:
+      continue
+    ax.errorbar([r['s/img'] for r in fam], [r['mIoU'] for r in fam],
+                yerr=[[r['mIoU'] - r['mIoU lo'] for r in fam], [r['mIoU hi'] - r['mIoU'] for r in fam]],
+                fmt='os^vDP'[j], color=f'C{j}', label=family, capsize=2)
+    for r in fam:
+      ax.annotate(r['features'].replace(' on stride', '\n@'), (r['s/img'], r['mIoU']), fontsize=6,
+                  xytext=(3, 3), textcoords='offset points')
+  front = pareto_front([r['s/img'] for r in rows], [r['mIoU'] for r in rows])
+  ax.step([rows[i]['s/img'] for i in front], [rows[i]['mIoU'] for i in front], where='post', color='k', lw=0.8,
+          ls='--', label='Pareto front')
+  ax.set_xscale('log')
+  ax.set_xlabel('seconds per image (log scale; same run, same batch size)')
+  ax.set_ylabel('test mIoU (linear probe)')
+  ax.set_title('Dense features at equal cost: SRT vs training-free alternatives')
+  ax.legend(fontsize=7)
+  fig.tight_layout()
+  return scaffold.save_figure(fig, out, 'miou_vs_cost')
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
   """This script's flags (the scaffold adds --out, --workdir, --quick, --set)."""
   p.add_argument('--ds', type=int, nargs='+', default=[1, 2, 3, 4])
+  p.add_argument('--scales', type=int, nargs='*', default=[2, 3], help='larger-input factors (bicubic)')
+  p.add_argument('--stride-divs', type=int, nargs='*', default=[2, 4],
+                 help='stride trick: patch stride p / k for each k')
+  p.add_argument('--strided-srt', nargs='*', default=['2:1'], metavar='K:D',
+                 help='SRT at level D on the model at patch stride p / K')
+  p.add_argument('--batch-size', type=int, default=50, help='images per call, the same for every method')
+  p.add_argument('--n-boot', type=int, default=2000, help='paired bootstrap resamples of the test digits')
   p.add_argument('--n-train', type=int, default=300, help='digits whose pixels train the probe')
   p.add_argument('--n-test', type=int, default=300)
   p.add_argument('--distill', action='store_true',
@@ -152,9 +369,15 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   out = scaffold.prepare_out(args.out)
   t0 = time.time()
   preset, overrides, ds = None, {}, args.ds
-  n_train, n_test = args.n_train, args.n_test
+  n_train, n_test, batch_size, n_boot = args.n_train, args.n_test, args.batch_size, args.n_boot
+  strided_srt = []
+  for item in args.strided_srt:
+    k, _, d = item.partition(':')
+    if not (k.isdigit() and d.isdigit()):
+      checks.fail('--strided-srt', item, "'K:D' with integers K (stride p / K) and D (SRT level)")
+    strided_srt.append((int(k), int(d)))
   if args.quick:
-    preset, ds, n_train, n_test = 'smoke', [1, 2], 32, 32
+    preset, ds, n_train, n_test, batch_size, n_boot = 'smoke', [1, 2], 32, 32, 16, 200
   config = srt_common.classifier_config_for(preset, overrides, args.set)
   if config.model != 'vit':
     checks.fail('config.model', config.model, "'vit' (the segmentation probe uses the ViT backbone)")
@@ -163,41 +386,74 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     backbone = srt_common.train_backbone(config, workdir)
     student, distill_info = (distill_student(args.quick, workdir, args.distill_steps) if args.distill
                              else (None, None))
-  feature_fn = srt_classifier.feature_fn(backbone.model)
+  model = backbone.model
   params = backbone.variables
   x_train = backbone.train_set.images[:n_train]
   x_test = backbone.test_set.images[:n_test]
+  size = x_test.shape[1:3]
   gt_train = (x_train[..., 0] > THRESHOLD).reshape(-1)
   gt_test = x_test[..., 0] > THRESHOLD
 
-  methods = [('nearest', 0, params), ('bilinear', 0, params)] + [('srt', d, params) for d in ds]
+  specs = method_specs(model.patch_size, ds, args.scales, args.stride_divs, strided_srt)
+  runs = [(spec, params, spec['name']) for spec in specs]
   if student is not None:
-    methods += [('nearest', 0, student), ('bilinear', 0, student), ('srt', distill_info['d'], student)]
-  rows, preds = [], {}
-  for method, d, p in methods:
-    t = time.time()
-    f_tr = pixel_features(method, d, feature_fn, p, x_train, 50)
-    f_te = pixel_features(method, d, feature_fn, p, x_test, 50)
-    c = f_tr.shape[-1]
-    f_tr, f_te = f_tr.reshape(-1, c), f_te.reshape(-1, c)
+    by_name = {spec['name']: spec for spec in specs}
+    for name in ('nearest', 'bilinear'):
+      runs.append((by_name[name], student, f'distilled student: {name}'))
+    d_spec = method_specs(model.patch_size, [distill_info['d']], [], [], [])[-1]
+    runs.append((d_spec, student, f'distilled student: {d_spec["name"]}'))
+  load_before = os.getloadavg()
+  t_cmp = time.time()
+  # Stage 1, per method: the probe on the training digits (features discarded after the fit).
+  fns, probes, train_miou = [], [], []
+  for spec, p, _ in scaffold.progress(runs, 'probes'):
+    fn = functools.partial(method_fn(spec, model, size), p)
+    f_tr = srt_common.batched(fn, x_train, batch_size)
+    f_tr = f_tr.reshape(-1, f_tr.shape[-1])
     mu, sd = f_tr.mean(0), f_tr.std(0) + 1e-6
     w = np.asarray(fit_logistic(jnp.asarray((f_tr - mu) / sd), jnp.asarray(gt_train, jnp.float32)))
-    pred_te = predict(w, (f_te - mu) / sd).reshape(gt_test.shape)
-    pred_tr = predict(w, (f_tr - mu) / sd)
-    name = method if method != 'srt' else f'SRT d={d}'
-    if p is student:
-      name = f'distilled student: {name}'
-    rows.append({'features': name, 'shifts': (2 * d + 1) ** 2 if method == 'srt' else 1,
-                 **iou_scores(pred_te, gt_test), 'train mIoU': iou_scores(pred_tr, gt_train)['mIoU'],
-                 'seconds': round(time.time() - t, 1)})
+    fns.append(fn)
+    probes.append((w, mu, sd))
+    train_miou.append(iou_scores(predict(w, (f_tr - mu) / sd), gt_train)['mIoU'])
+  # Stage 2: the test digits, every method timed on every batch, interleaved.
+  preds_all = np.zeros((len(runs),) + gt_test.shape, bool)
+
+  def consume(i, start, f):
+    w, mu, sd = probes[i]
+    preds_all[i, start:start + len(f)] = predict(w, (f.reshape(-1, f.shape[-1]) - mu) / sd).reshape(
+        (len(f),) + gt_test.shape[1:])
+  seconds = interleaved_timing(fns, x_test, batch_size, consume)
+  rows, preds, counts = [], {}, []
+  for (spec, _, name), pred_te, tr, sec in zip(runs, preds_all, train_miou, seconds):
+    cnt = iou_counts(pred_te, gt_test)
+    counts.append(cnt)
+    per_image = (cnt[:, 0] / np.maximum(cnt[:, 1], 1) + cnt[:, 2] / np.maximum(cnt[:, 3], 1)) / 2
+    rows.append({'features': name, 'family': spec['family'], 'forwards': spec['forwards'],
+                 'tokens': (spec['scale'] * size[0] // spec['stride']) * (spec['scale'] * size[1] // spec['stride']),
+                 **iou_scores(pred_te, gt_test), 'train mIoU': tr, 's/img': sec,
+                 'per-image counts (fg inter, fg union, bg inter, bg union)': cnt.tolist(),
+                 'per-image mIoU': per_image.round(5).tolist()})
     preds[name] = pred_te
+  cmp_seconds = time.time() - t_cmp
+  load_after = os.getloadavg()
+  boot = paired_bootstrap_miou(np.stack(counts), n_boot)
+  for r, b in zip(rows, boot):
+    r['mIoU lo'], r['mIoU hi'] = interval(b)
+    r['mIoU [95%]'] = f'{r["mIoU"]:.4f} [{r["mIoU lo"]:.4f}, {r["mIoU hi"]:.4f}]'
+  with open(os.path.join(out, 'rows.json'), 'w') as f:
+    json.dump(rows, f)
+  teacher = [r for r in rows if not r['features'].startswith('distilled')]
+  verdicts = cost_verdicts(teacher, boot[:len(teacher)], [f'SRT d={d}' for d in (1, 2, 3)], args.quick)
+  miou_vs_cost_figure(teacher, out)
+  row = {r['features']: r for r in rows}
+  boot_of = {r['features']: b for r, b in zip(rows, boot)}
 
   # Figures.
   fig, ax = plt.subplots(figsize=(5, 3.5))
-  srt_rows = [r for r in rows if r['features'].startswith('SRT')]
+  srt_rows = [r for r in rows if r['family'] == 'SRT' and not r['features'].startswith('distilled')]
   distilled = [r for r in rows if r['features'].startswith('distilled')]
-  ax.plot([0] + ds, [rows[0]['mIoU']] + [r['mIoU'] for r in srt_rows], 'o-', label='SRT (d=0: nearest)')
-  ax.axhline(rows[1]['mIoU'], color='C1', ls='--', label='bilinear')
+  ax.plot([0] + ds, [row['nearest']['mIoU']] + [r['mIoU'] for r in srt_rows], 'o-', label='SRT (d=0: nearest)')
+  ax.axhline(row['bilinear']['mIoU'], color='C1', ls='--', label='bilinear')
   if distilled:
     ax.axhline(distilled[0]['mIoU'], color='C2', ls=':', label='distilled student, single pass')
   ax.set_xlabel('d')
@@ -222,31 +478,44 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   scaffold.save_figure(fig, out, 'examples', dpi=110)
 
   best_srt = max(srt_rows, key=lambda r: r['mIoU'])
-  claim = best_srt['mIoU'] > rows[1]['mIoU']
+  lo, hi = interval(boot_of[best_srt['features']] - boot_of['bilinear'])
+  claim = ('not assessed (smoke run)' if args.quick else 'reproduced' if lo > 0 else
+           'contradicted (bilinear is better)' if hi < 0 else 'not resolved (the interval includes 0)')
+  cpu = next((line.split(':', 1)[1].strip() for line in open('/proc/cpuinfo') if line.startswith('model name')),
+             'unknown CPU') if os.path.exists('/proc/cpuinfo') else 'unknown CPU'
   md = [
       f'Backbone: ViT `configs/srt_classifier.py{":" + preset if preset else ""}` (patch {config.vit.patch_size}, '
       f'width {config.vit.width}, depth {config.vit.depth}, {config.num_steps} steps), test accuracy '
       f'{backbone.test_accuracy:.4f}. Probe: logistic regression on {n_train} training digits '
       f'({n_train * 784} pixels), evaluated on {n_test} test digits. Ground truth: pixel > {THRESHOLD}. '
-      f'Wall time {time.time() - t0:.0f} s.', '',
-      scaffold.markdown_table(rows, ['features', 'shifts', 'mIoU', 'IoU fg', 'IoU bg', 'train mIoU', 'seconds']),
+      f'Wall time {time.time() - t0:.0f} s, of which the comparison (features, probes) {cmp_seconds:.0f} s.', '',
+      f'Cost: seconds per image (`s/img`) is the median over the test batches of one jitted call on '
+      f'{batch_size} images (after a warm-up call; `block_until_ready`), measured in this run for every method '
+      f'with the same batch size; {cpu}, {os.cpu_count()} CPUs, load average {load_before[0]:.1f} before and '
+      f'{load_after[0]:.1f} after. Interval: 95% percentile bootstrap over the {n_test} test digits '
+      f'({n_boot} resamples, the same for every method, so differences are paired); per-image counts are in '
+      f'rows.json. `forwards` is the number of ViT passes per image, `tokens` the patch tokens of each.', '',
+      scaffold.markdown_table(rows, ['features', 'forwards', 'tokens', 'mIoU [95%]', 'IoU fg', 'IoU bg',
+                                     'train mIoU', 's/img']),
       '',
+      '**At equal cost** (computed from the table):', '', *verdicts, '',
       f'Appendix C claim (interpolated features do worse than SRT): best SRT mIoU {best_srt["mIoU"]:.4f} '
-      f'({best_srt["features"]}) vs bilinear {rows[1]["mIoU"]:.4f} -> '
-      f'{"reproduced" if claim else "NOT reproduced"} here. Bilinear vs plain nearest: '
-      f'{rows[1]["mIoU"]:.4f} vs {rows[0]["mIoU"]:.4f}.', '',
-      '![mIoU vs d](miou_vs_d.png)', '', '![examples](examples.png)', '']
+      f'({best_srt["features"]}, chosen as the best of {len(srt_rows)}) vs bilinear {row["bilinear"]["mIoU"]:.4f}, '
+      f'difference [{lo:+.4f}, {hi:+.4f}] -> {claim}. Bilinear vs plain nearest: '
+      f'{row["bilinear"]["mIoU"]:.4f} vs {row["nearest"]["mIoU"]:.4f}.', '',
+      '![mIoU vs cost](miou_vs_cost.png)', '', '![mIoU vs d](miou_vs_d.png)', '', '![examples](examples.png)', '']
   if distilled:
     dd = distill_info['d']
     teacher_srt = {r['features']: r['mIoU'] for r in srt_rows}.get(f'SRT d={dd}')
     teacher_srt_txt = f'{teacher_srt:.4f}' if teacher_srt is not None else 'not computed'
-    md[-6:-6] = [
+    md[-8:-8] = [
         f'Self-distillation (Eq. 6, `train/srt_distill.py`, {distill_info}): the student\'s single pass '
-        f'(nearest) scores mIoU {distilled[0]["mIoU"]:.4f}, the teacher\'s single pass {rows[0]["mIoU"]:.4f}, '
+        f'(nearest) scores mIoU {distilled[0]["mIoU"]:.4f}, the teacher\'s single pass {row["nearest"]["mIoU"]:.4f}, '
         f'the teacher\'s SRT d={dd} (the distillation target) {teacher_srt_txt}.', '']
   scaffold.write_results(out, 'SRT features for a dense task: MNIST foreground segmentation by a linear probe',
                          ['\n'.join(md)], module='eval.srt_segmentation', argv=argv)
-  return {'rows': rows, 'test_accuracy': backbone.test_accuracy}
+  return {'rows': rows, 'test_accuracy': backbone.test_accuracy, 'verdicts': verdicts, 'claim': claim,
+          'comparison_seconds': cmp_seconds}
 
 
 if __name__ == '__main__':

@@ -98,12 +98,55 @@ def test_classify_quick(tmp_path):
 
 def test_segmentation_quick(tmp_path, vit_workdir):
   res = srt_segmentation.main(['--quick', '--out', str(tmp_path), '--workdir', vit_workdir])
-  for name in ('results.md', 'miou_vs_d.png', 'examples.png'):
+  for name in ('results.md', 'rows.json', 'miou_vs_cost.png', 'miou_vs_d.png', 'examples.png'):
     assert os.path.exists(tmp_path / name)
   names = [r['features'] for r in res['rows']]
-  assert names == ['nearest', 'bilinear', 'SRT d=1', 'SRT d=2']
+  assert names == ['nearest', 'bilinear', 'larger input x2', 'larger input x3', 'stride trick p/2',
+                   'stride trick p/4', 'SRT d=1', 'SRT d=2', 'SRT d=1 on stride p/2']
   for r in res['rows']:
     assert 0.0 <= r['mIoU'] <= 1.0 and r['mIoU'] == pytest.approx((r['IoU fg'] + r['IoU bg']) / 2)
+    assert r['mIoU lo'] <= r['mIoU'] <= r['mIoU hi'] and r['s/img'] > 0
+    counts = np.asarray(r['per-image counts (fg inter, fg union, bg inter, bg union)'])
+    assert counts.shape == (32, 4) and srt_segmentation.miou_from_counts(counts.sum(0)) == pytest.approx(r['mIoU'])
+  # The stride trick and the larger input run on 4x / 9x / 16x the tokens.
+  assert [r['tokens'] for r in res['rows']][:6] == [49, 49, 196, 441, 196, 784]
+  text = (tmp_path / 'results.md').read_text()
+  assert 'reproduced' not in text and 'beats' not in text and text.count('not assessed (smoke run)') >= 3
+
+
+def test_pareto_front_and_cost_verdicts():
+  rows = [dict(features=n, family=f, **{'s/img': c, 'mIoU': m}) for n, f, c, m in [
+      ('nearest', 'nearest', 1.0, 0.60), ('bilinear', 'bilinear', 1.1, 0.70), ('SRT d=1', 'SRT', 9.0, 0.75),
+      ('stride trick p/2', 'stride trick', 5.0, 0.80), ('SRT d=2', 'SRT', 25.0, 0.90), ('slow', 'nearest', 30.0, 0.5),
+      ('tie', 'nearest', 1.0, 0.55)]]
+  # By hand: nearest (cheapest), bilinear, stride (beats SRT d=1 at less cost), SRT d=2 (the best); 'slow',
+  # SRT d=1 and 'tie' (as costly as nearest, worse) are dominated.
+  assert srt_segmentation.pareto_front([r['s/img'] for r in rows], [r['mIoU'] for r in rows]) == [0, 1, 3, 4]
+  # Paired bootstrap stand-in: each method's samples = its mIoU + a shared jitter, so differences are exact.
+  jitter = np.random.default_rng(0).normal(0, 0.01, 500)
+  boot = np.array([r['mIoU'] + jitter for r in rows])
+  lines = srt_segmentation.cost_verdicts(rows, boot, ['SRT d=1', 'SRT d=2', 'SRT d=3'], quick=False)
+  assert len(lines) == 3  # SRT d=3 is absent
+  assert '**stride trick p/2**' in lines[0] and 'stride trick p/2 beats SRT d=1' in lines[0]
+  assert '**SRT d=2**' in lines[1] and 'SRT d=2 beats every method' in lines[1]
+  assert 'Is SRT on the front? yes: SRT d=2.' in lines[2]
+  quick = srt_segmentation.cost_verdicts(rows, boot, ['SRT d=1'], quick=True)
+  assert all('not assessed (smoke run)' in line and 'beats' not in line for line in quick)
+
+
+def test_paired_bootstrap_miou_matches_pooled_iou():
+  rng = np.random.default_rng(2)
+  gt = rng.uniform(size=(12, 6, 6)) > 0.6
+  pred_a = gt ^ (rng.uniform(size=gt.shape) > 0.9)
+  pred_b = gt ^ (rng.uniform(size=gt.shape) > 0.7)
+  counts = np.stack([srt_segmentation.iou_counts(p, gt) for p in (pred_a, pred_b, pred_a)])
+  for c, p in zip(counts, (pred_a, pred_b)):
+    assert srt_segmentation.miou_from_counts(c.sum(0)) == pytest.approx(srt_segmentation.iou_scores(p, gt)['mIoU'])
+  boot = srt_segmentation.paired_bootstrap_miou(counts, n_boot=300)
+  np.testing.assert_array_equal(boot[0], boot[2])  # the same resample for every method
+  assert boot[0].std() > 0 and not np.array_equal(boot[0], boot[1])
+  lo, hi = srt_segmentation.interval(boot[0])
+  assert lo < srt_segmentation.iou_scores(pred_a, gt)['mIoU'] < hi
 
 
 def test_visualize_quick(tmp_path, vit_workdir):

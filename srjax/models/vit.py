@@ -26,6 +26,12 @@ where `pos_embed` covers the patches only, maps directly. See `params_from_torch
 Inputs of another size than the position grid was trained for get an interpolated position embedding
 (`posemb_interp`), which matters for SRT on photos of their own size.
 
+The stride trick (Amir et al. 2021): `patch_stride=s` (s a divisor of p, s < p) runs the patch embedding conv at
+stride s, so the p x p patches overlap and the token map is (about) p/s times denser on each axis, without any
+training; the position embedding is interpolated to the denser grid exactly as for a larger input (for converted
+DINO / DINOv2 weights, DINOv2's interpolation, which is also what Amir et al.'s code does). Clone any ViT,
+converted or not, with `model.clone(patch_stride=s)`; the params are unchanged.
+
 `features(model, layer, norm)` gives the token map of any block as an `apply_fn(variables, x) -> [B, h, w, D]`
 with the class and register tokens dropped: the feature extractor that SRT (`srjax.srt`) averages over shifts.
 
@@ -33,6 +39,8 @@ References:
   Dosovitskiy et al., "An image is worth 16x16 words" (ICLR 2021), Sec. 3.1 (architecture, Eq. 1-4).
   Touvron et al., "Going deeper with image transformers" (CaiT, ICCV 2021), Sec. 2.1 (LayerScale).
   Oquab et al., "DINOv2" (2023), and Darcet et al., "Vision transformers need registers" (ICLR 2024), Sec. 2.
+  Amir et al., "Deep ViT features as dense visual descriptors" (2021), Sec. 3.1 (the stride trick, "increasing
+    the spatial resolution").
   Lao et al., "Sub-token ViT embedding via stochastic resonance transformers", Sec. 2 (SRT features).
 """
 from __future__ import annotations
@@ -59,6 +67,20 @@ _VARIANTS = {
 }
 POSEMB_INTERPS = ('jax_bicubic', 'torch_bicubic', 'dinov2')
 POOLS = ('tok', 'gap')
+STRIDE_PADS = ('centre', 'valid')
+
+
+def patch_padding(patch_size: int, stride: int, mode: str = 'centre') -> tuple[int, int]:
+  """(before, after) zero padding, per spatial axis, of the patch embedding at `stride` (see `ViT.patch_stride`).
+
+  'centre' pads p - s pixels in all, floor((p - s) / 2) before, so an H-pixel side gives H / s tokens and token i
+  is centred on the pixel cell [s i, s i + s) (to half a pixel when p - s is odd); 'valid' pads nothing (Amir et
+  al.'s layout: (H - p) / s + 1 tokens). At stride p both are (0, 0).
+  """
+  checks.one_of('patch_stride_pad', mode, STRIDE_PADS)
+  if mode == 'valid':
+    return 0, 0
+  return (patch_size - stride) // 2, (patch_size - stride + 1) // 2
 
 
 def decode_variant(variant: str) -> dict[str, int]:
@@ -234,6 +256,19 @@ class ViT(nn.Module):
       with the scale factor (n + 0.1) / M instead of n / M, their "historical kludge" against float rounding in
       the output size, which shifts the sampling positions slightly). timm's own runtime resize
       (`dynamic_img_size`) uses antialias=True and is not reproduced.
+    patch_stride: None (default) or p: the patch embedding runs at stride p (the ViT as trained). An int s that
+      divides p, s < p: the stride trick of Amir et al. (Sec. 3.1): the embedding conv runs at stride s over
+      overlapping p x p patches, giving a denser token map from the same weights (no training; p/2 and p/4 are
+      the usual choices; 4x / 16x the tokens of stride p/2 / p/4, and attention cost grows with their square).
+      The position embedding is interpolated to the denser grid with `posemb_interp`.
+    patch_stride_pad: the border of the strided embedding (only used when patch_stride < p): 'centre' (default)
+      zero-pads the image by p - s pixels per axis (floor((p - s)/2) before, the rest after; see
+      `patch_padding`), so an H x W image gives H/s x W/s tokens and token (i, j) sits on pixel cell
+      [s i, s i + s) x [s j, s j + s): the layout `srjax.srt` and the nearest / bilinear upsamplers expect (the
+      model declares stride s to them). 'valid' pads nothing, as Amir et al.'s code does: (H - p)/s + 1 tokens,
+      token i over pixels [s i, s i + p); `features` then declares no stride (SRT needs 'centre'). The zero
+      fill is in the model's input space, as SRT's shift fill is. Either way, token (i, j) at stride s is the
+      stride-p token of the image translated by the matching offset (the test's brute-force reference).
   """
   num_classes: int = 0
   patch_size: int = 16
@@ -250,6 +285,20 @@ class ViT(nn.Module):
   pool: str = 'tok'
   fc_norm: bool = False
   posemb_interp: str = 'jax_bicubic'
+  patch_stride: int | None = None
+  patch_stride_pad: str = 'centre'
+
+  def token_stride(self) -> int:
+    """The stride of the token map in pixels: patch_stride when set, else patch_size (validated)."""
+    p = self.patch_size
+    if self.patch_stride is None:
+      return p
+    checks.one_of('patch_stride_pad', self.patch_stride_pad, STRIDE_PADS)
+    checks.integer('patch_stride', self.patch_stride, 1, p)
+    if p % self.patch_stride:
+      checks.fail('patch_stride', self.patch_stride, f'None or a divisor of the patch size {p} (such as {p // 2} '
+                  f'or {p // 4 if p % 4 == 0 else 1})')
+    return int(self.patch_stride)
 
   @nn.compact
   def __call__(self, x: jax.Array, *, layer: int | None = None, norm: bool = True) -> jax.Array:
@@ -257,22 +306,32 @@ class ViT(nn.Module):
 
     Args:
       x: images [B, H, W, C_in] float32; H and W multiples of patch_size (anything else is a ValueError: the
-        patch embedding would crop it).
+        patch embedding would crop it). With patch_stride = s < p: multiples of s ('centre'), or H - p and
+        W - p non-negative multiples of s ('valid').
       layer: None for the full model; an int L (0-based, negative counts from the end) to return the token map
         of block L with the class and register tokens dropped (later blocks are not run).
       norm: with `layer`, whether to apply the final `encoder_norm` to that token map.
 
     Returns:
       layer=None: logits [B, num_classes] (or the pooled pre-logits [B, width] when num_classes == 0).
-      layer=L: token map [B, H/p, W/p, width].
+      layer=L: token map [B, H/p, W/p, width] (H/s, W/s at patch_stride s, 'centre'; (H-p)/s + 1 ... 'valid').
     """
     checks.one_of('posemb_interp', self.posemb_interp, POSEMB_INTERPS)
     checks.one_of('pool', self.pool, POOLS)
     p = self.patch_size
-    if x.ndim != 4 or x.shape[1] % p or x.shape[2] % p:
-      checks.fail('x', x, f'images [B, H, W, C] with H and W multiples of the patch size {p} (the patch '
-                  f'embedding would crop the rest): resize, or pad (srjax.srt pads with pad_mode=)')
-    x = nn.Conv(self.width, (p, p), strides=(p, p), padding='VALID', name='embedding')(x)
+    s = self.token_stride()
+    if s == p:
+      if x.ndim != 4 or x.shape[1] % p or x.shape[2] % p:
+        checks.fail('x', x, f'images [B, H, W, C] with H and W multiples of the patch size {p} (the patch '
+                    f'embedding would crop the rest): resize, or pad (srjax.srt pads with pad_mode=)')
+      x = nn.Conv(self.width, (p, p), strides=(p, p), padding='VALID', name='embedding')(x)
+    else:
+      lo, hi = patch_padding(p, s, self.patch_stride_pad)
+      if x.ndim != 4 or any((n + lo + hi - p) % s or n + lo + hi < p for n in x.shape[1:3]):
+        need = f'multiples of the stride {s}' if lo + hi else f'at least {p} with H - {p} and W - {p} multiples of {s}'
+        checks.fail('x', x, f'images [B, H, W, C] with H and W {need} (patch_stride={s}, '
+                    f'patch_stride_pad={self.patch_stride_pad!r}; the strided embedding would crop the rest)')
+      x = nn.Conv(self.width, (p, p), strides=(s, s), padding=((lo, hi), (lo, hi)), name='embedding')(x)
     b, h, w, c = x.shape
     x = x.reshape(b, h * w, c)
     grid = tuple(self.posemb_grid)
@@ -318,7 +377,9 @@ def features(model: ViT, layer: int = -1, norm: bool = True) -> ModuleApply:
   Returns:
     A hashable `apply_fn(variables, x)` (`variables` is `{'params': ...}` or the bare params tree, see
     `srjax.models`), `x` [B, H, W, C_in] float32 with H, W multiples of the patch size; the result is
-    [B, H/p, W/p, width] float32. It declares `.stride = (p, p)`.
+    [B, H/p, W/p, width] float32. It declares `.stride = (p, p)`; for a strided model
+    (`model.clone(patch_stride=s)`, 'centre' padding) [B, H/s, W/s, width] and `.stride = (s, s)`, so `srjax.srt`
+    runs on it unchanged; with patch_stride_pad='valid' no stride is declared.
 
   Raises:
     TypeError: model is not a ViT, or layer not an int.
@@ -330,8 +391,9 @@ def features(model: ViT, layer: int = -1, norm: bool = True) -> ModuleApply:
     checks.fail('layer', layer, 'an int', error=TypeError)
   if not -model.depth <= layer < model.depth:
     checks.fail('layer', layer, f'an int in [-{model.depth}, {model.depth}) for depth {model.depth}')
-  p = int(model.patch_size)
-  return ModuleApply(model, None, (), (('layer', int(layer)), ('norm', bool(norm))), stride=(p, p))
+  s = model.token_stride()
+  declared = None if s != model.patch_size and model.patch_stride_pad == 'valid' else (s, s)
+  return ModuleApply(model, None, (), (('layer', int(layer)), ('norm', bool(norm))), stride=declared)
 
 
 # ----------------------------------------------------------------------------------------------------------
