@@ -10,8 +10,12 @@ import sys
 import time
 
 import numpy as np
-import torch
-import torchattacks
+
+try:  # the peer: present only in a scratch venv, never a dependency of srjax
+  import torch
+  import torchattacks
+except ImportError as e:
+  raise SystemExit(f'eval/bench/torch_attacks.py needs torch and torchattacks (not srjax dependencies): {e}') from e
 
 
 class SmallCNN(torch.nn.Module):
