@@ -35,6 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from srjax import checks
+from srjax.models import depthwise
 
 # timm's variants (timm/models/convnext.py): depths and widths per stage.
 VARIANTS: dict[str, dict[str, tuple[int, ...]]] = {
@@ -60,7 +61,8 @@ def variant(name: str) -> dict[str, tuple[int, ...]]:
 
 
 def depthwise_shift(x: jax.Array, kernel: jax.Array, bias: jax.Array) -> jax.Array:
-  """'SAME' depthwise cross-correlation as k^2 shifted multiply-adds.
+  """'SAME' depthwise cross-correlation as k^2 shifted multiply-adds, with the hand-written gradient of
+  `srjax.models.depthwise.depthwise_conv`.
 
   Args:
     x: [B, H, W, C].
@@ -70,15 +72,7 @@ def depthwise_shift(x: jax.Array, kernel: jax.Array, bias: jax.Array) -> jax.Arr
   Returns:
     [B, H, W, C], equal to the grouped conv with the same kernel.
   """
-  k = kernel.shape[0]
-  pad = k // 2
-  h, w = x.shape[1], x.shape[2]
-  xp = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
-  out = jnp.zeros_like(x) + bias
-  for i in range(k):
-    for j in range(k):
-      out = out + xp[:, i:i + h, j:j + w, :] * kernel[i, j, 0]
-  return out
+  return depthwise.depthwise_conv(x, kernel, bias)
 
 
 class DepthwiseConv(nn.Module):
