@@ -128,7 +128,7 @@ def torch_peer(dims, depths, stem: int, sigma: float, threads: int):
 
     def prep(x, y):
       xt = torch.from_numpy(np.array(x.transpose(0, 3, 1, 2))).contiguous(memory_format=fmt)
-      return xt, torch.from_numpy(y).long()
+      return xt, torch.from_numpy(np.array(y)).long()
 
     def forward(x, y):
       net.sigma = sigma if kind == 'nsde' else 0.0
