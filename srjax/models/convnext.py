@@ -16,10 +16,11 @@ The stem is a p x p stride-p patchify conv (p = 4 in timm and the paper). For 64
 here is p = 2 (`stem_patch=2`), so stage 0 sees a 32 x 32 map and the last stage a 4 x 4 map instead of 2 x 2;
 p = 4 reproduces timm exactly (`params_from_timm` reads p from the weights).
 
-The depthwise conv runs as k^2 shifted multiply-adds (`depthwise='shift'`, the default) or as
-`nn.Conv(feature_group_count=C)` (`depthwise='conv'`); both use the same kernel and give the same result. On
-XLA:CPU the grouped conv's gradient is several times slower inside a `scan`/`while` body (the neural-SDE solver
-loop of `srjax.nsde`), which the shifted form avoids (`python -m eval.bench.nsde` measures both).
+The depthwise conv runs as k^2 shifted multiply-adds with a hand-written gradient (`depthwise='shift'`, the
+default; `srjax.models.depthwise`) or as `nn.Conv(feature_group_count=C)` (`depthwise='conv'`); both use the same
+kernel and give the same result. On XLA:CPU the shifted form's training step is several times faster than the
+grouped conv's, in the plain network and inside the `scan`/`while` body of the neural-SDE solver (`srjax.nsde`);
+`python -m eval.bench.nsde` measures both, and PyTorch on timm's blocks when it is installed.
 
 Each part is also a standalone module (`Stem`, `Downsample`, `Block`, `Head`) so `srjax.nsde` can apply block j
 of stage s with `Block(...).apply({'params': params[f'stage{s}_block{j}']}, x)` inside its solver.
@@ -35,6 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from srjax import checks
+from srjax.models import depthwise
 
 # timm's variants (timm/models/convnext.py): depths and widths per stage.
 VARIANTS: dict[str, dict[str, tuple[int, ...]]] = {
@@ -60,7 +62,8 @@ def variant(name: str) -> dict[str, tuple[int, ...]]:
 
 
 def depthwise_shift(x: jax.Array, kernel: jax.Array, bias: jax.Array) -> jax.Array:
-  """'SAME' depthwise cross-correlation as k^2 shifted multiply-adds.
+  """'SAME' depthwise cross-correlation as k^2 shifted multiply-adds, with the hand-written gradient of
+  `srjax.models.depthwise.depthwise_conv`.
 
   Args:
     x: [B, H, W, C].
@@ -70,15 +73,7 @@ def depthwise_shift(x: jax.Array, kernel: jax.Array, bias: jax.Array) -> jax.Arr
   Returns:
     [B, H, W, C], equal to the grouped conv with the same kernel.
   """
-  k = kernel.shape[0]
-  pad = k // 2
-  h, w = x.shape[1], x.shape[2]
-  xp = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
-  out = jnp.zeros_like(x) + bias
-  for i in range(k):
-    for j in range(k):
-      out = out + xp[:, i:i + h, j:j + w, :] * kernel[i, j, 0]
-  return out
+  return depthwise.depthwise_conv(x, kernel, bias)
 
 
 class DepthwiseConv(nn.Module):
