@@ -120,3 +120,16 @@ def test_errors_name_the_argument(variables):
     nsde.apply(MODEL, variables, X, key, sigma=0.1, noise='attribution', noise_map=jnp.ones((3, 4, 4)))
   with pytest.raises(ValueError, match='sigma'):
     nsde.NSDEApply(MODEL, sigma=-1.0)
+
+
+def test_attribution_noise_map_documented_call_feeds_nsde_apply(variables):
+  """The call srjax.attribution.noise_map documents: IG attributions of x -> noise_map(a) -> nsde.apply's map."""
+  target = jnp.zeros(X.shape[0], jnp.int32)
+  a = attribution.integrated_gradients(jax.jit(MODEL.apply), variables, X, target, steps=4)
+  m = attribution.noise_map(a)
+  chex.assert_shape(m, X.shape[:3] + (1,))
+  key = jax.random.key(7)
+  shaped = _nsde(variables, X, key, m, sigma=0.3, noise='attribution')
+  # sigma * S: doubling the map is doubling sigma, and a non-constant map is not the Brownian case.
+  np.testing.assert_allclose(_nsde(variables, X, key, 2 * m, sigma=0.15, noise='attribution'), shaped, atol=1e-5)
+  assert float(jnp.max(jnp.abs(shaped - _nsde(variables, X, key, sigma=0.3)))) > 1e-4
