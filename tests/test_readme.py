@@ -71,3 +71,20 @@ def test_readme_block_runs_as_written(line, code, tmp_path):
                           timeout=TIMEOUT_S, check=False)
   assert result.returncode == 0, (f'README.md block at line {line} failed:\n{code}\n--- stderr ---\n'
                                   f'{result.stderr[-3000:]}')
+
+
+def test_citation_cff_and_one_bibtex_entry_per_paper():
+  import yaml  # pylint: disable=g-import-not-at-top
+  with open(os.path.join(ROOT, 'CITATION.cff'), encoding='utf-8') as f:
+    cff = yaml.safe_load(f)
+  assert cff['cff-version'] == '1.2.0' and cff['message'] and cff['title'] and cff['type'] == 'software'
+  assert cff['authors'] and all('name' in a or 'family-names' in a for a in cff['authors'])
+  with open(os.path.join(ROOT, 'README.md'), encoding='utf-8') as f:
+    readme = f.read()
+  methods = readme[readme.index('## The five methods'):readme.index('## Layout')]
+  cited = re.findall(r'arXiv (\d{4}\.\d{5})', methods)
+  bibtex = '\n'.join(m.group('body') for m in FENCE.finditer(readme) if m.group('lang') == 'bibtex')
+  assert len(cited) == 5 and sorted(re.findall(r'eprint\s*=\s*\{([\d.]+)\}', bibtex)) == sorted(cited)
+  for entry in re.findall(r'@misc\{[^@]*', bibtex):
+    eprint = re.search(r'eprint\s*=\s*\{(\d\d)', entry).group(1)
+    assert re.search(r'year\s*=\s*\{20' + eprint + r'\}', entry), entry  # arXiv ids start with yymm
