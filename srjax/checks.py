@@ -98,6 +98,7 @@ def interval(low: float | None, high: float | None, *, low_open: bool = False, h
 
 # Channel counts images commonly have (grey, RGB, RGBA): an axis of this size in the wrong place is a layout hint.
 _CHANNEL_COUNTS = (1, 3, 4)
+_MIN_SIDE = 8  # without a known channel count, only axes at least this long count as image sides
 
 
 def image_batch(name: str, x: Any, channels: int | None = None, *, single: bool = False) -> Any:
@@ -105,7 +106,7 @@ def image_batch(name: str, x: Any, channels: int | None = None, *, single: bool 
 
   A channels-first array gets a message that says so. With `channels` (e.g. read from the model's parameters) the
   last axis must equal it; without, an array whose last axis is not a usual channel count (1, 3 or 4) but whose
-  third-from-last is, is taken for channels-first.
+  third-from-last is, followed by two axes of at least 8 (image sides), is taken for channels-first.
 
   Args:
     name: the argument's name, for the message.
@@ -127,8 +128,9 @@ def image_batch(name: str, x: Any, channels: int | None = None, *, single: bool 
   first, last = shape[-3], shape[-1]
   if channels is not None:
     looks_first = last != channels and first == channels
-  else:
-    looks_first = last not in _CHANNEL_COUNTS and first in _CHANNEL_COUNTS
+  else:  # a usual channel count before two image-sized axes (>= 8), and none last
+    looks_first = (first in _CHANNEL_COUNTS and last not in _CHANNEL_COUNTS
+                   and min(shape[-2], last) >= _MIN_SIDE)
   if looks_first:
     seen = '[C, H, W]' if len(shape) == 3 else '[B, C, H, W]'
     fail(name, x, f'{accepted}; this looks like channels-first {seen} (move the axis: '

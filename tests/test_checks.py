@@ -63,3 +63,10 @@ def test_apply_fn_refuses_a_module():
     checks.apply_fn('apply_fn', model)
   with pytest.raises(TypeError, match=r"^f: got 3; accepted: a function"):
     checks.apply_fn('f', 3)
+
+
+def test_image_batch_without_a_channel_count_flags_only_image_like_shapes():
+  for shape in [(4, 4, 4, 2), (2, 3, 5, 7), (8, 8, 3)]:  # small or already channels-last arrays pass
+    checks.image_batch('x', np.zeros(shape), single=True)
+  with pytest.raises(ValueError, match='channels-first'):
+    checks.image_batch('x', np.zeros((2, 3, 8, 8)))
