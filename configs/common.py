@@ -77,6 +77,17 @@ def override(config: ml_collections.ConfigDict,
   return config
 
 
+class PresetQuery(str):
+  """An empty preset argument that records the preset table: `get_config(q)` returns the default config and
+  leaves `q.table` (preset name -> {dotted field: value}); `--help` lists the presets with it."""
+  table: dict[str, dict[str, object]]
+
+  def __new__(cls):
+    query = super().__new__(cls, '')
+    query.table = {}
+    return query
+
+
 def presets(config: ml_collections.ConfigDict, arg: str | None,
             table: dict[str, dict[str, object]]) -> ml_collections.ConfigDict:
   """Applies the preset `arg` (a key of `table`, whose values map dotted field names to values) and locks.
@@ -84,6 +95,8 @@ def presets(config: ml_collections.ConfigDict, arg: str | None,
   Raises:
     ValueError: `arg` names no preset.
   """
+  if isinstance(arg, PresetQuery):
+    arg.table = {name: dict(fields) for name, fields in table.items()}
   if arg:
     override(config, table[checks.one_of('config preset', arg, sorted(table))])
   config.lock()

@@ -128,8 +128,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     size, photos, lite_offsets, vit_d, n_digits, preset = 96, PHOTOS[1:2], offsets_grid(2, step=2), 1, 2, 'smoke'
 
   # EfficientNet-Lite0, real ImageNet weights.
-  variables = efficientnet.load_pretrained()
-  model = efficientnet.EfficientNetLite0()
+  model, variables = efficientnet.load_pretrained()
   raw = np.stack([np.asarray(jax.image.resize(getattr(skimage.data, n)() / 255.0, (size, size, 3), 'linear',
                                               antialias=True)) for n in photos]).astype(np.float32)
   x = np.asarray(efficientnet.normalize(raw))

@@ -117,7 +117,7 @@ def integrated_gradients(apply_fn: Callable[..., jax.Array], params: Any, x: jax
   References:
     Sundararajan et al. 2017, Eq. 1 (IG) and Sec. 3 (Riemann approximation); Captum's quadrature rules.
   """
-  x, target, baseline = _validate(x, target, baseline)
+  x, target, baseline = _validate(apply_fn, x, target, baseline)
   chunk = _validate_model(steps, method, chunk, stochastic, key, draws)
   return _integrated_gradients(apply_fn, params, x, target, baseline, _key_or_dummy(key), _path(method, steps, chunk),
                                stochastic=bool(stochastic), draws=draws)
@@ -162,7 +162,7 @@ def noise_tunnel(apply_fn: Callable[..., jax.Array], params: Any, x: jax.Array, 
   checks.one_of('attribution', attribution, ATTRIBUTIONS)
   checks.integer('n_samples', n_samples, 1)
   checks.in_range('stdev', stdev, 0.0)
-  x, target, baseline = _validate(x, target, baseline)
+  x, target, baseline = _validate(apply_fn, x, target, baseline)
   chunk = _validate_model(steps, method, chunk, stochastic, model_key, draws)
   mean, mean_sq = _noise_tunnel(apply_fn, params, x, target, baseline, key, _key_or_dummy(model_key),
                                 jnp.float32(stdev), _path(method, steps, chunk), n_samples=n_samples,
@@ -229,7 +229,7 @@ def stability(apply_fn: Callable[..., jax.Array], params: Any, x: jax.Array, tar
   """
   checks.integer('n_samples', n_samples, 1)
   checks.in_range('radius', radius, 0.0)
-  x, target, baseline = _validate(x, target, baseline)
+  x, target, baseline = _validate(apply_fn, x, target, baseline)
   chunk = _validate_model(steps, method, chunk, stochastic, model_key, draws)
   rel, rel_max, log_abs = _stability(apply_fn, params, x, target, baseline, key, _key_or_dummy(model_key),
                                      jnp.float32(radius), _path(method, steps, chunk), n_samples=n_samples,
@@ -288,7 +288,7 @@ def abc(apply_fn: Callable[..., jax.Array], params: Any, x: jax.Array, *, key: j
   checks.integer('n_samples', n_samples, 1)
   checks.in_range('fraction', fraction, 0.0, 1.0, low_open=True)
   checks.integer('sample_chunk', sample_chunk, 1)
-  x, _, baseline = _validate(x, 0, baseline)
+  x, _, baseline = _validate(apply_fn, x, 0, baseline)
   chunk = _validate_model(steps, method, chunk, stochastic, key, draws)
   dim = int(np.prod(x.shape[1:]))
   n_mutate = max(1, int(round(fraction * dim)))
@@ -309,7 +309,9 @@ def noise_map(attributions: jax.Array, *, size: tuple[int, int] | None = None,
 
   Args:
     attributions: [B, H, W, C] float (e.g. from `integrated_gradients`).
-    size: (h, w) of the output, e.g. a stage's feature-map size; None keeps (H, W).
+    size: (h, w) of the output; None keeps (H, W). For `srjax.nsde.apply(..., noise='attribution')` keep the
+      default: it takes the map at the input's size and area-averages it to each stage's resolution itself.
+      `size` is for other uses (e.g. shaping one feature map of your own).
     normalize: 'rms', 'max' or 'mean'.
 
   Returns:
@@ -351,10 +353,13 @@ def _noise_map(attributions, *, size, normalize):
 
 # --- validation -----------------------------------------------------------------------------------------------
 
-def _validate(x, target, baseline):
+def _validate(apply_fn, x, target, baseline):
+  checks.apply_fn('apply_fn', apply_fn, 'a function (params, x) -> logits, or (params, x, key) -> logits')
   x = jnp.asarray(x)
   if x.ndim < 2:
     checks.fail('x', x, 'a batch [B, ...] with at least 2 dimensions')
+  if x.ndim == 4:  # images: channels last, as every srjax model takes them
+    checks.image_batch('x', x)
   if not jnp.issubdtype(x.dtype, jnp.floating):
     checks.fail('x', x.dtype, 'a floating-point array', error=TypeError)
   target = jnp.asarray(target)

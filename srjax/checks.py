@@ -94,3 +94,70 @@ def interval(low: float | None, high: float | None, *, low_open: bool = False, h
   left = '(' if low_open or low is None else '['
   right = ')' if high_open or high is None else ']'
   return f'{left}{"-inf" if low is None else low}, {"inf" if high is None else high}{right}'
+
+
+# Channel counts images commonly have (grey, RGB, RGBA): an axis of this size in the wrong place is a layout hint.
+_CHANNEL_COUNTS = (1, 3, 4)
+_MIN_SIDE = 8  # without a known channel count, only axes at least this long count as image sides
+
+
+def image_batch(name: str, x: Any, channels: int | None = None, *, single: bool = False) -> Any:
+  """Checks that `x` is channels-last images, [B, H, W, C] (or [H, W, C] too when `single`); returns `x`.
+
+  A channels-first array gets a message that says so. With `channels` (e.g. read from the model's parameters) the
+  last axis must equal it; without, an array whose last axis is not a usual channel count (1, 3 or 4) but whose
+  third-from-last is, followed by two axes of at least 8 (image sides), is taken for channels-first.
+
+  Args:
+    name: the argument's name, for the message.
+    x: the array (anything with `shape`).
+    channels: the channel count the model expects, or None when it is unknown.
+    single: whether one image [H, W, C] is accepted besides a batch.
+
+  Raises:
+    ValueError: a wrong rank, a channels-first layout, or a channel count other than `channels`, e.g.
+      'img: got an array of shape (3, 224, 224); accepted: channels-last images [H, W, C] or [B, H, W, C];
+      this looks like channels-first [C, H, W] (move the axis: jnp.moveaxis(img, -3, -1))'.
+  """
+  shape = tuple(getattr(x, 'shape', ()))
+  ranks = (3, 4) if single else (4,)
+  layout = '[H, W, C] or [B, H, W, C]' if single else '[B, H, W, C]'
+  accepted = f'channels-last images {layout}' + ('' if channels is None else f' with C = {channels}')
+  if len(shape) not in ranks:
+    fail(name, x, accepted)
+  first, last = shape[-3], shape[-1]
+  if channels is not None:
+    looks_first = last != channels and first == channels
+  else:  # a usual channel count before two image-sized axes (>= 8), and none last
+    looks_first = (first in _CHANNEL_COUNTS and last not in _CHANNEL_COUNTS
+                   and min(shape[-2], last) >= _MIN_SIDE)
+  if looks_first:
+    seen = '[C, H, W]' if len(shape) == 3 else '[B, C, H, W]'
+    fail(name, x, f'{accepted}; this looks like channels-first {seen} (move the axis: '
+         f'jnp.moveaxis({name}, -3, -1))')
+  if channels is not None and last != channels:
+    fail(name, x, accepted)
+  return x
+
+
+def apply_fn(name: str, fn: Any, accepted: str = 'a function (variables, x) -> y') -> Any:
+  """Checks that `fn` is a callable function and not a Flax module (whose call needs bound variables); returns it.
+
+  Raises:
+    TypeError: 'apply_fn: got a Flax module ViT(...); accepted: a function (variables, x) -> y, e.g. model.apply
+      or srjax.models.vit.features(model)', or a value that is not callable.
+  """
+  module_types = []
+  try:
+    from flax import linen  # pylint: disable=g-import-not-at-top
+    module_types.append(linen.Module)
+    from flax import nnx  # pylint: disable=g-import-not-at-top
+    module_types.append(nnx.Module)
+  except ImportError:
+    pass
+  if module_types and isinstance(fn, tuple(module_types)):
+    raise TypeError(f'{name}: got a Flax module {type(fn).__name__}; accepted: {accepted}, e.g. '
+                    f'model.apply, or a feature function such as srjax.models.vit.features(model)')
+  if not callable(fn):
+    fail(name, fn, accepted, error=TypeError)
+  return fn

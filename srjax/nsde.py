@@ -133,6 +133,14 @@ def _stage_shape(noise: str, noise_map: jax.Array | None, y: jax.Array) -> jax.A
   return jnp.broadcast_to(pooled[..., None], y.shape)
 
 
+def _input_channels(params: Any) -> int | None:
+  """C_in of the stem's patchify kernel [p, p, C_in, D], or None when params lack it (then x is checked without it)."""
+  try:
+    return int(params['stem']['conv']['kernel'].shape[2])
+  except (KeyError, TypeError, AttributeError, IndexError):
+    return None
+
+
 def _stack(trees: list[Any]) -> Any:
   return jax.tree.map(lambda *a: jnp.stack(a), *trees)
 
@@ -223,12 +231,14 @@ def apply(model: ConvNeXt, variables: Any, x: jax.Array, key: jax.Array, *, sigm
   Args:
     model: the `ConvNeXt` whose params `variables` holds (same tree: an NSDE and its ConvNeXt share params).
     variables: {'params': ...} from `model.init`.
-    x: [B, H, W, C_in] float32 inputs.
+    x: [B, H, W, C_in] float32 inputs, channels last (C_in the stem's input channels; a channels-first batch is
+      a ValueError that says so).
     key: PRNG key of the draw (one Brownian path per stage, folded from it).
     sigma: diffusion scale, >= 0; 0 gives exactly `model.apply(variables, x)`.
     noise: 'brownian', 'smoothed' or 'attribution' (see the module docstring).
-    noise_map: [B, H, W] or [B, H, W, 1] non-negative map, required for noise='attribution'; H and W must be
-      divisible by each stage's resolution.
+    noise_map: [B, H, W] or [B, H, W, 1] non-negative map at the input's size (B, H, W) = x.shape[:3], required
+      for noise='attribution': `srjax.attribution.noise_map(attributions)` (without `size=`) of attributions of
+      x. It is area-averaged to each stage's resolution here, so H and W must be divisible by each stage's.
     smoothing: blur std in feature-map pixels for noise='smoothed'.
     solver: 'diffrax' or 'scan' (same math).
     path: 'folded' or 'tree'.
@@ -238,20 +248,23 @@ def apply(model: ConvNeXt, variables: Any, x: jax.Array, key: jax.Array, *, sigm
     [B, num_classes] float32 logits.
 
   Raises:
-    ValueError: bad option names, sigma < 0, a missing or misshapen noise_map, an input whose sides are not
-      multiples of `model.input_multiple()`.
+    ValueError: bad option names, sigma < 0, a missing or misshapen noise_map, x not [B, H, W, C_in], or
+      sides that are not multiples of `model.input_multiple()`.
 
   References:
     Liu et al. 2019 (Neural SDE), Sec. 3; arXiv 2409.01532, Sec. 2.
   """
   check_options(sigma=sigma, noise=noise, solver=solver, path=path, smoothing=smoothing)
+  p = variables['params']
+  checks.image_batch('x', x, channels=_input_channels(p))
   model.check_input(x.shape)
   if noise == 'attribution':
     if noise_map is None:
       checks.fail('noise_map', None, "a [B, H, W] map for noise='attribution'")
     if noise_map.ndim not in (3, 4) or noise_map.shape[:3] != x.shape[:3]:
-      checks.fail('noise_map', noise_map, f'a [B, H, W] or [B, H, W, 1] map with (B, H, W) = {x.shape[:3]}')
-  p = variables['params']
+      checks.fail('noise_map', noise_map, f'a [B, H, W] or [B, H, W, 1] map at the input\'s size (B, H, W) = '
+                  f'{tuple(x.shape[:3])}: srjax.attribution.noise_map(attributions) without size= (the map is '
+                  'pooled to each stage here)')
   parts = model.parts()
   y = parts['stem'].apply({'params': p['stem']}, model.standardize(x))
   smooth = smoothing if noise == 'smoothed' else 0.0
@@ -308,7 +321,7 @@ def predict(apply_fn: Callable, variables: Any, x: jax.Array, key: jax.Array, *,
   Args:
     apply_fn: `(variables, x, rng[, noise_map]) -> logits`, e.g. an `NSDEApply`.
     variables: the model's variables.
-    x: [B, H, W, C] inputs.
+    x: [B, H, W, C] inputs, channels last.
     key: PRNG key; draw i uses fold_in(key, i).
     draws: M >= 1.
     noise_map: forwarded to apply_fn when given.
@@ -319,7 +332,9 @@ def predict(apply_fn: Callable, variables: Any, x: jax.Array, key: jax.Array, *,
   References:
     Liu et al. 2019 (Neural SDE), Sec. 3 (averaging predictions over noise at test time).
   """
+  checks.apply_fn('apply_fn', apply_fn, 'a function (variables, x, rng) -> logits, e.g. srjax.nsde.NSDEApply(model)')
   checks.integer('draws', draws, 1)
+  checks.image_batch('x', x)
   extra = () if noise_map is None else (noise_map,)
   keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(draws))
   probs = jax.vmap(lambda k: jax.nn.softmax(apply_fn(variables, x, k, *extra), axis=-1))(keys)

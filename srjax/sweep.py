@@ -288,6 +288,7 @@ def sr_curves(apply_fn: Callable[[Any, jax.Array], jax.Array], params: Any, x: A
     correctness `correct` [C, L, D, N] (bool; what `summarize`'s bell test resamples).
 
   Raises:
+    TypeError: apply_fn is a Flax module (pass `model.apply` or a `ModuleApply`).
     ValueError: contrasts or levels outside [0, 1] or empty, x and y of mismatched lengths, draws < 1, an unknown
       noise, x outside [0, 1], negative labels, repeats or chunk_size < 1.
     TypeError: draws, repeats or chunk_size not integers.
@@ -296,6 +297,7 @@ def sr_curves(apply_fn: Callable[[Any, jax.Array], jax.Array], params: Any, x: A
     arXiv 2502.14442, Sec. 2 (test input clip(x * t + noise, 0, 1), contrasts and noise levels) and Sec. 3
     (accuracy against noise per contrast).
   """
+  checks.apply_fn('apply_fn', apply_fn, 'a function (params, inputs) -> logits [B, K]')
   checks.one_of('noise', noise, NOISES)
   checks.integer('draws', draws, 1)
   if repeats is not None:

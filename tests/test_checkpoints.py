@@ -3,12 +3,8 @@ torch; .safetensors when the package is installed) load into (model, variables) 
 conversion; wrappers and prefixes are removed; hostile pickles stay refused; ConvNeXt dispatches lazily."""
 from __future__ import annotations
 
-import collections
-import io
 import pickle
 import sys
-import types
-import zipfile
 
 import jax.numpy as jnp
 import numpy as np
@@ -16,6 +12,7 @@ import pytest
 
 from srjax.models import checkpoints, convnext, torch_pickle, vit
 from tests.test_convnext import _random_timm_state_dict, _timm_forward
+from tests.torch_files import torch_save_zip
 
 WIDTH, MLP, PATCH, GRID = 16, 32, 4, 4
 
@@ -36,66 +33,6 @@ def _vit_state_dict(rng) -> dict[str, np.ndarray]:
   return {k: v.astype(np.float32) for k, v in sd.items()}
 
 
-def _torch_save_zip(obj) -> bytes:
-  """Writes `obj` (nested dicts of float32 arrays) in torch.save's zip layout, following the format: data.pkl
-  references each tensor as torch._utils._rebuild_tensor_v2(storage, offset, size, stride, requires_grad,
-  hooks) with persistent id ('storage', torch.FloatStorage, key, 'cpu', numel); storages in data/<key>."""
-  fake_torch, fake_utils = types.ModuleType('torch'), types.ModuleType('torch._utils')
-
-  class FloatStorage:  # pylint: disable=too-few-public-methods
-    pass
-
-  def _rebuild_tensor_v2(*args):
-    return args
-  FloatStorage.__module__, FloatStorage.__qualname__ = 'torch', 'FloatStorage'
-  _rebuild_tensor_v2.__module__, _rebuild_tensor_v2.__qualname__ = 'torch._utils', '_rebuild_tensor_v2'
-  fake_torch.FloatStorage, fake_utils._rebuild_tensor_v2 = FloatStorage, _rebuild_tensor_v2
-  storages = {}
-
-  class Ref:
-    def __init__(self, key, numel):
-      self.key, self.numel = key, numel
-
-  class Tensor:
-    def __init__(self, arr):
-      self.arr = np.ascontiguousarray(arr, np.float32)
-
-    def __reduce__(self):
-      key = str(len(storages))
-      storages[key] = self.arr
-      strides = tuple(int(s // 4) for s in self.arr.strides)
-      return (_rebuild_tensor_v2, (Ref(key, self.arr.size), 0, self.arr.shape, strides, False,
-                                   collections.OrderedDict()))
-
-  def wrap(o):
-    if isinstance(o, dict):
-      return collections.OrderedDict((k, wrap(v)) for k, v in o.items())
-    return Tensor(o)
-
-  class Pickler(pickle.Pickler):
-    def persistent_id(self, o):
-      return ('storage', FloatStorage, o.key, 'cpu', o.numel) if isinstance(o, Ref) else None
-
-  saved = {k: sys.modules.get(k) for k in ('torch', 'torch._utils')}
-  sys.modules.update({'torch': fake_torch, 'torch._utils': fake_utils})
-  try:
-    buf = io.BytesIO()
-    Pickler(buf, protocol=2).dump(wrap(obj))
-  finally:
-    for k, v in saved.items():
-      if v is None:
-        sys.modules.pop(k, None)
-      else:
-        sys.modules[k] = v
-  out = io.BytesIO()
-  with zipfile.ZipFile(out, 'w') as z:
-    z.writestr('archive/data.pkl', buf.getvalue())
-    z.writestr('archive/byteorder', 'little')
-    for key, arr in storages.items():
-      z.writestr(f'archive/data/{key}', arr.astype('<f4').tobytes())
-  return out.getvalue()
-
-
 @pytest.fixture(scope='module')
 def vit_sd():
   return _vit_state_dict(np.random.RandomState(0))
@@ -108,7 +45,7 @@ def _features(model, variables, seed=1):
 
 def test_pth_loads_as_the_in_memory_conversion(tmp_path, vit_sd):
   path = tmp_path / 'dinov2_reg.pth'
-  path.write_bytes(_torch_save_zip(vit_sd))
+  path.write_bytes(torch_save_zip(vit_sd))
   sd = checkpoints.load_state_dict(str(path))
   assert set(sd) == set(vit_sd)
   for k, v in vit_sd.items():
@@ -124,7 +61,7 @@ def test_wrappers_and_prefixes_are_removed(tmp_path, vit_sd):
   wrapped = {'teacher': {f'module.backbone.{k}': v for k, v in vit_sd.items()},
              'student': {f'module.backbone.{k}': v * 0 for k, v in vit_sd.items()}}
   path = tmp_path / 'full_checkpoint.pth'
-  path.write_bytes(_torch_save_zip(wrapped))
+  path.write_bytes(torch_save_zip(wrapped))
   sd = checkpoints.load_state_dict(str(path))
   assert set(sd) == set(vit_sd)
   np.testing.assert_array_equal(sd['cls_token'], vit_sd['cls_token'])  # the teacher, not the student
@@ -162,7 +99,7 @@ def test_argument_errors(tmp_path, vit_sd):
   with pytest.raises(ValueError, match=r'path: got .*\.safetensors'):
     checkpoints.load(str(other))
   path = tmp_path / 'resnet.pth'
-  path.write_bytes(_torch_save_zip({'conv1.weight': np.zeros((2, 3, 3, 3), np.float32)}))
+  path.write_bytes(torch_save_zip({'conv1.weight': np.zeros((2, 3, 3, 3), np.float32)}))
   with pytest.raises(ValueError, match='ConvNeXt'):
     checkpoints.load(str(path))
 
@@ -173,7 +110,7 @@ def test_a_timm_convnext_pth_loads_and_matches_the_float64_forward(tmp_path):
   depths, dims = (1, 2), (8, 16)
   sd = _random_timm_state_dict(rng, depths, dims, patch=4, in_chans=2, num_classes=5)
   path = tmp_path / 'convnext.pth'
-  path.write_bytes(_torch_save_zip({'model': {f'module.{k}': v for k, v in sd.items()}}))   # wrapped + prefixed
+  path.write_bytes(torch_save_zip({'model': {f'module.{k}': v for k, v in sd.items()}}))   # wrapped + prefixed
   model, variables = checkpoints.load(str(path))
   assert isinstance(model, convnext.ConvNeXt) and set(variables) == {'params'}
   assert (tuple(model.depths), tuple(model.dims), model.stem_patch, model.num_classes) == (depths, dims, 4, 5)
@@ -186,7 +123,7 @@ def test_the_official_convnext_layout_is_refused_with_a_clear_error(tmp_path):
   sd = {'downsample_layers.0.0.weight': np.ones((4, 3, 4, 4), np.float32),
         'stages.0.0.dwconv.weight': np.ones((4, 1, 7, 7), np.float32)}
   path = tmp_path / 'convnext_official.pth'
-  path.write_bytes(_torch_save_zip(sd))
+  path.write_bytes(torch_save_zip(sd))
   assert checkpoints.architecture(sd) == 'convnext'
   with pytest.raises(ValueError, match='timm-layout ConvNeXt'):
     checkpoints.load(str(path))
@@ -198,7 +135,7 @@ def test_a_partial_prefix_is_never_stripped(tmp_path, vit_sd):
   keys = sorted(vit_sd)
   partial = {(f'module.{k}' if i % 2 else k): v for i, (k, v) in enumerate(sorted(vit_sd.items()))}
   path = tmp_path / 'partial.pth'
-  path.write_bytes(_torch_save_zip(partial))
+  path.write_bytes(torch_save_zip(partial))
   sd = checkpoints.load_state_dict(str(path))
   assert set(sd) == set(partial)
   for k in keys:

@@ -38,3 +38,35 @@ def test_integer_and_arrays():
     checks.all_in_range('levels', [0.0, 1.5], 0, 1)
   with pytest.raises(ValueError, match='images: got an array of shape'):
     checks.fail('images', np.zeros((2, 3)), 'an [N, H, W, C] array')
+
+
+def test_image_batch_names_a_channels_first_layout():
+  assert checks.image_batch('x', np.zeros((2, 8, 8, 3))).shape == (2, 8, 8, 3)
+  assert checks.image_batch('img', np.zeros((8, 8, 1)), single=True).shape == (8, 8, 1)
+  with pytest.raises(ValueError, match=r'^img: got an array of shape \(3, 224, 224\); accepted: channels-last '
+                     r'images \[H, W, C\] or \[B, H, W, C\]; this looks like channels-first \[C, H, W\]'):
+    checks.image_batch('img', np.zeros((3, 224, 224)), single=True)
+  with pytest.raises(ValueError, match=r'x: .*with C = 1; this looks like channels-first \[B, C, H, W\]'):
+    checks.image_batch('x', np.zeros((2, 1, 16, 16)), channels=1)
+  with pytest.raises(ValueError, match=r'x: got an array of shape \(2, 16, 16, 3\); accepted: .* with C = 1$'):
+    checks.image_batch('x', np.zeros((2, 16, 16, 3)), channels=1)
+  with pytest.raises(ValueError, match=r'x: got an array of shape \(8, 8, 3\); accepted: channels-last images '
+                     r'\[B, H, W, C\]$'):
+    checks.image_batch('x', np.zeros((8, 8, 3)))
+
+
+def test_apply_fn_refuses_a_module():
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+  model = nn.Dense(3)
+  assert checks.apply_fn('apply_fn', model.apply) == model.apply
+  with pytest.raises(TypeError, match=r'^apply_fn: got a Flax module Dense; accepted: a function'):
+    checks.apply_fn('apply_fn', model)
+  with pytest.raises(TypeError, match=r"^f: got 3; accepted: a function"):
+    checks.apply_fn('f', 3)
+
+
+def test_image_batch_without_a_channel_count_flags_only_image_like_shapes():
+  for shape in [(4, 4, 4, 2), (2, 3, 5, 7), (8, 8, 3)]:  # small or already channels-last arrays pass
+    checks.image_batch('x', np.zeros(shape), single=True)
+  with pytest.raises(ValueError, match='channels-first'):
+    checks.image_batch('x', np.zeros((2, 3, 8, 8)))

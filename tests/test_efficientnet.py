@@ -23,6 +23,13 @@ def variables(torch_sd):
   return efficientnet.from_torch_state_dict(torch_sd)
 
 
+def test_load_pretrained_returns_model_and_variables_like_every_loader(torch_sd, variables):
+  model, loaded = efficientnet.load_pretrained()
+  assert isinstance(model, efficientnet.EfficientNetLite0) and model.num_classes == 1000
+  assert sorted(loaded) == ['batch_stats', 'params']
+  jax.tree.map(np.testing.assert_array_equal, loaded, variables)
+
+
 @pytest.fixture(scope='module')
 def photos():
   """chelsea (a tabby cat) and coffee (a cup of espresso), preprocessed to [2, 224, 224, 3]."""

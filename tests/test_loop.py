@@ -50,11 +50,23 @@ def _max_abs_diff(a, b) -> float:
   return max(jax.tree.leaves(jax.tree.map(lambda x, y: float(np.max(np.abs(x - y))), a, b)))
 
 
+_STDOUT: dict[str, str] = {}  # workdir -> the stdout of the run that wrote it
+
+
 @pytest.fixture(scope='module')
 def one_device_run(tmp_path_factory):
   workdir = tmp_path_factory.mktemp('one_device')
-  _train(workdir)
+  _STDOUT[str(workdir)] = _train(workdir).stdout
   return workdir
+
+
+def test_last_line_says_what_ran_the_metrics_wall_time_and_paths(one_device_run):
+  last = _STDOUT[str(one_device_run)].strip().splitlines()[-1]
+  final = _records(one_device_run, 'eval')[-1]
+  assert last.startswith('train.classifier (configs/classifier.py:smoke): eval ')
+  assert f'accuracy {final["accuracy"]:.4f}' in last and f'loss {final["loss"]:.4f}' in last
+  assert ' at step 20; wall ' in last
+  assert last.endswith(f'checkpoints {one_device_run}/checkpoints, metrics {one_device_run}/metrics.jsonl')
 
 
 def test_metrics_and_checkpoints(one_device_run):

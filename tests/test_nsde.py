@@ -253,3 +253,16 @@ def test_nsde_in_training_mode_drops_each_block_with_its_rate(variables):
   is_dropped = np.abs(logits - dropped).max(-1) < 1e-4
   assert np.all(is_kept | is_dropped)
   assert abs(is_kept.mean() - 0.5) < 4 * np.sqrt(0.25 / is_kept.size)
+
+
+def test_attribution_noise_map_documented_call_feeds_nsde_apply(variables):
+  """The call srjax.attribution.noise_map documents: IG attributions of x -> noise_map(a) -> nsde.apply's map."""
+  target = jnp.zeros(X.shape[0], jnp.int32)
+  a = attribution.integrated_gradients(jax.jit(MODEL.apply), variables, X, target, steps=4)
+  m = attribution.noise_map(a)
+  chex.assert_shape(m, X.shape[:3] + (1,))
+  key = jax.random.key(7)
+  shaped = _nsde(variables, X, key, m, sigma=0.3, noise='attribution')
+  # sigma * S: doubling the map is doubling sigma, and a non-constant map is not the Brownian case.
+  np.testing.assert_allclose(_nsde(variables, X, key, 2 * m, sigma=0.15, noise='attribution'), shaped, atol=1e-5)
+  assert float(jnp.max(jnp.abs(shaped - _nsde(variables, X, key, sigma=0.3)))) > 1e-4

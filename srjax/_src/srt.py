@@ -186,8 +186,13 @@ def srt(apply_fn: Callable[[Any, jax.Array], jax.Array], params: Any, img: jax.A
     apply_fn: `apply_fn(params, x [n, H, W, C]) -> [n, h, w, C']`, a hashable feature extractor (static under
       jit), optionally with a `stride` attribute (see Strides above).
     params: pytree passed through to apply_fn.
-    img: [H, W, C] or [B, H, W, C] float images in the model's input space (already normalised). A batch is
-      processed as B independent images (the same offsets for each).
+    img: [H, W, C] or [B, H, W, C] float images, channels last, in the model's input space (already normalised;
+      SRT shifts the normalised image, so the zero fill is the mean colour). A batch is processed as B
+      independent images (the same offsets for each). Normalisation of the loaded models: a DINO or DINOv2 ViT
+      (`srjax.models.checkpoints.load`) expects ImageNet's (rgb - (0.485, 0.456, 0.406)) / (0.229, 0.224, 0.225)
+      with rgb in [0, 1]; a timm ViT the mean and std of its `pretrained_cfg` (0.5 and 0.5 for the augreg ViTs);
+      EfficientNet-Lite0 `srjax.models.efficientnet.normalize`. (`srjax.attack` works in [0, 1] pixel space
+      instead and normalises inside the model function.)
     d: perturbation level: the default offsets are the (2d+1)^2 grid in [-d, d]^2 (`offsets_grid(d)`). Ignored
       when `offsets` is given. The paper finds d=3 best for ViT-S/16 and ViT-B/16 (Fig. 3).
     offsets: explicit (dy, dx) integer pairs instead of the grid, e.g. `offsets_grid(d, reference=True)`, the
@@ -211,7 +216,8 @@ def srt(apply_fn: Callable[[Any, jax.Array], jax.Array], params: Any, img: jax.A
     a (mean, var) tuple for aggregate='mean_var'.
 
   Raises:
-    ValueError / TypeError naming the argument: img rank not 3 or 4 or non-float dtype, an image size that is
+    ValueError / TypeError naming the argument: apply_fn a Flax module (pass a function such as
+    `vit.features(model)`), img rank not 3 or 4, channels first ([C, H, W]), or non-float dtype, an image size that is
     not a multiple of the stride (without pad_mode), a feature map that is not [n, h, w, C'] or disagrees with
     the stride, d < 0, a non-integer offset, a shift >= p on the token path, chunk_size < 1, an unknown padding /
     output / aggregate / back_fill / pad_mode.
@@ -285,8 +291,8 @@ def prepare(apply_fn: Callable[[Any, jax.Array], jax.Array], params: Any, img: j
   offs = offsets_grid(d) if offsets is None else _check_offsets(offsets, name='offsets')
   if not hasattr(img, 'ndim') or not hasattr(img, 'dtype'):
     img = np.asarray(img)
-  if img.ndim not in (3, 4):
-    checks.fail('img', img, 'an array [H, W, C] or [B, H, W, C]')
+  checks.apply_fn('apply_fn', apply_fn, "a feature function (params, x [n, H, W, C]) -> [n, h, w, C']")
+  checks.image_batch('img', img, single=True)
   if not jnp.issubdtype(img.dtype, jnp.floating):
     checks.fail('img', img.dtype, 'a float array (the normalised model input)', error=TypeError)
   single = img.ndim == 3

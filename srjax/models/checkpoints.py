@@ -121,7 +121,12 @@ def load(path: str, *, num_heads: int | None = None) -> tuple[Any, dict[str, Any
 
   Returns:
     (a linen module, its variables {'params': ...}) ready for `model.apply` and the feature apply_fns
-    (`vit.features(model)`).
+    (`vit.features(model)`): the `(model, variables)` every loader of `srjax.models` returns.
+
+  Input normalisation: the model takes NHWC images normalised as in its training. DINO and DINOv2 ViTs expect
+  ImageNet's (rgb - (0.485, 0.456, 0.406)) / (0.229, 0.224, 0.225) with rgb in [0, 1]; a timm ViT the `mean` and
+  `std` of its `pretrained_cfg` (0.5 and 0.5 for the augreg ViTs, ImageNet's for others). `srjax.srt` takes the
+  normalised images; `srjax.attack` works in [0, 1], so normalise inside the model function given to it.
 
   Raises:
     see `load_state_dict`; ValueError for an unrecognised architecture or a state dict the converter refuses.

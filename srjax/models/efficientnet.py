@@ -306,15 +306,22 @@ def pretrained_path() -> str:
   return path
 
 
-def load_pretrained(path: str | None = None) -> dict[str, Any]:
+def load_pretrained(path: str | None = None) -> tuple[EfficientNetLite0, dict[str, Any]]:
   """Reads the ImageNet weights from a file (a weight loader, one of the few places ``srjax`` reads files).
+
+  Like every loader of ``srjax.models`` (``checkpoints.load``) it returns ``(model, variables)``:
+  ``model, variables = efficientnet.load_pretrained()``.
+
+  The model expects NHWC RGB inputs normalised with :func:`normalize` (``(255 x - 127) / 128`` for x in [0, 1];
+  :func:`preprocess` also resizes to 224x224). SRT (``srjax.srt``) takes the normalised images; the attacks
+  (``srjax.attack``) work in [0, 1], so normalise inside the model function you give them.
 
   Args:
     path: a lite0 ``.pth`` file in the ``efficientnet_pytorch`` layout; default :func:`pretrained_path`.
 
   Returns:
-    Flax variables ``{'params', 'batch_stats'}`` for ``EfficientNetLite0(num_classes=1000)``.
+    ``(EfficientNetLite0(num_classes=1000), variables)``, the variables ``{'params', 'batch_stats'}``.
   """
   with open(path or pretrained_path(), 'rb') as f:
     sd = torch_pickle.load_state_dict(f)
-  return from_torch_state_dict(sd)
+  return EfficientNetLite0(num_classes=1000), from_torch_state_dict(sd)
