@@ -226,3 +226,14 @@ def test_errors():
   for call in bad:
     with pytest.raises(ValueError):
       call()
+
+
+def test_attacks_name_layout_and_module_mistakes():
+  """A channels-first image batch and a Flax module passed as apply_fn are one-line errors, before any compile."""
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+  x = jnp.zeros((2, 3, 16, 16))                          # [B, C, H, W]
+  y = jnp.zeros((2,), jnp.int32)
+  with pytest.raises(ValueError, match='channels-first'):
+    attack.apgd(lambda p, v: jnp.zeros((len(v), 4)), {}, x, y, eps=0.1, key=jax.random.key(0))
+  with pytest.raises(TypeError, match='Flax module'):
+    attack.autoattack(nn.Dense(4), {}, jnp.zeros((2, 16, 16, 3)), y, eps=0.1, key=jax.random.key(0))

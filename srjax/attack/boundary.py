@@ -82,7 +82,7 @@ def fab(apply_fn: Callable[..., jax.Array], params: Any, x: jax.Array, y: jax.Ar
   References:
     Croce & Hein, ICML 2020 (FAB), Algorithm 1, Eqs. 8-9, Sec. 3.1-3.3.
   """
-  x, y, eps_b = common.validate(x, y, eps, norm, eot, stochastic, steps=steps)
+  x, y, eps_b = common.validate(x, y, eps, norm, eot, stochastic, apply_fn=apply_fn, steps=steps)
   checks.integer('n_targets', n_targets, 1)
   checks.in_range('alpha_max', alpha_max, 0.0, 1.0)
   checks.in_range('eta', eta, 1.0)

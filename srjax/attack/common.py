@@ -34,8 +34,14 @@ class AttackResult(NamedTuple):
   success: jax.Array
 
 
-def validate(x, y, eps, norm, eot, stochastic, *, steps=None, steps_name='steps'):
-  """Checks the arguments every attack shares; returns (x, y int32, eps [B] float32)."""
+def validate(x, y, eps, norm, eot, stochastic, *, apply_fn=None, steps=None, steps_name='steps'):
+  """Checks the arguments every attack shares; returns (x, y int32, eps [B] float32).
+
+  `apply_fn` must be a function, not a Flax module; a 4-D `x` must be channels-last images [B, H, W, C] (any
+  other rank, e.g. [B, D] features, is taken as it is).
+  """
+  if apply_fn is not None:
+    checks.apply_fn('apply_fn', apply_fn, 'a function (params, x) -> logits, e.g. model.apply')
   checks.one_of('norm', norm, NORMS)
   if steps is not None:
     checks.integer(steps_name, steps, 1)
@@ -47,6 +53,8 @@ def validate(x, y, eps, norm, eot, stochastic, *, steps=None, steps_name='steps'
   y = jnp.asarray(y)
   if x.ndim < 2:
     checks.fail('x', x, 'a batch [B, ...] with at least 2 dimensions')
+  if x.ndim == 4:
+    checks.image_batch('x', x)
   if not jnp.issubdtype(x.dtype, jnp.floating):
     checks.fail('x', x.dtype, 'a floating-point array', error=TypeError)
   if y.shape != (x.shape[0],) or not jnp.issubdtype(y.dtype, jnp.integer):

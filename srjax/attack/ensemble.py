@@ -121,7 +121,7 @@ def autoattack(apply_fn: Callable[..., jax.Array], params: Any, x: jax.Array, y:
     names = STANDARD if version == 'standard' else RAND
   if eot is None:
     eot = RAND_EOT if (stochastic and version == 'rand') else 1
-  x, y, eps_b = common.validate(x, y, eps, norm, eot, stochastic, steps=steps)
+  x, y, eps_b = common.validate(x, y, eps, norm, eot, stochastic, apply_fn=apply_fn, steps=steps)
   checks.integer('queries', queries, 1)
   checks.integer('n_targets', n_targets, 1)
   classes = common.num_classes(apply_fn, params, x, stochastic)

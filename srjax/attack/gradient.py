@@ -103,7 +103,7 @@ def apgd(apply_fn: Callable[..., jax.Array], params: Any, x: jax.Array, y: jax.A
   References:
     Croce & Hein 2020, Sec. 3 and Algorithm 1 (conditions 1-2 of the step-size rule, Sec. 3.1); Eq. 5 (DLR).
   """
-  x, y, eps_b = common.validate(x, y, eps, norm, eot, stochastic, steps=steps)
+  x, y, eps_b = common.validate(x, y, eps, norm, eot, stochastic, apply_fn=apply_fn, steps=steps)
   checks.in_range('rho', rho, 0.0, 1.0, low_open=True, high_open=True)
   checks.one_of('loss', loss, LOSSES)
   if loss == 'dlr':
@@ -140,7 +140,7 @@ def apgd_targeted(apply_fn: Callable[..., jax.Array], params: Any, x: jax.Array,
   References:
     Croce & Hein 2020, Sec. 4 (APGD-T, targeted DLR loss Eq. 6, top-9 targets).
   """
-  x, y, eps_b = common.validate(x, y, eps, norm, eot, stochastic, steps=steps)
+  x, y, eps_b = common.validate(x, y, eps, norm, eot, stochastic, apply_fn=apply_fn, steps=steps)
   checks.in_range('rho', rho, 0.0, 1.0, low_open=True, high_open=True)
   checks.integer('n_targets', n_targets, 1)
   classes = common.num_classes(apply_fn, params, x, stochastic)
@@ -202,7 +202,7 @@ def pgd(apply_fn: Callable[..., jax.Array], params: Any, x: jax.Array, y: jax.Ar
   References:
     Madry et al. 2018, Sec. 2-3 (projected gradient descent on the loss, random start).
   """
-  x, y, eps_b = common.validate(x, y, eps, norm, eot, stochastic, steps=steps)
+  x, y, eps_b = common.validate(x, y, eps, norm, eot, stochastic, apply_fn=apply_fn, steps=steps)
   step_b = common.per_example('step_size', step_size, x.shape[0], positive=True)
   return _pgd(apply_fn, params, x, y, eps_b, step_b, key, norm=norm, steps=steps, eot=eot,
               random_start=bool(random_start), stochastic=bool(stochastic), return_success=bool(return_success))

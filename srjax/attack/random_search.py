@@ -76,7 +76,7 @@ def square(apply_fn: Callable[..., jax.Array], params: Any, x: jax.Array, y: jax
   References:
     Andriushchenko et al. 2020, Algorithms 1-3, Sec. 3.1-3.2 and 4.
   """
-  x, y, eps_b = common.validate(x, y, eps, norm, eot, stochastic, steps=queries, steps_name='queries')
+  x, y, eps_b = common.validate(x, y, eps, norm, eot, stochastic, apply_fn=apply_fn, steps=queries, steps_name='queries')
   checks.in_range('p_init', p_init, 0.0, 1.0, low_open=True)
   if x.ndim != 4:
     checks.fail('x', x, 'images [B, H, W, C]')
