@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from eval import robustness as rb
+from srjax import stats
 from eval import scaffold
 
 N, K = 12, 3
@@ -149,6 +150,11 @@ def test_quick_end_to_end(tmp_path):
   diff, lo, hi = rb.bootstrap_diff(np.asarray(rows['nsde']['clean']['correct'], float), clean.astype(float), True)
   assert cells[4] == f'[{lo:.4f}, {hi:.4f}]'
   assert sum(l.startswith('| ') for l in table.splitlines()) == 1 + len(rb.CLAIMS)  # header + one per claim
+  # A smoke run decides no claim: the banner opens the report and every verdict reads 'not assessed'.
+  assert stats.SMOKE_BANNER in text.split('\n## ')[0] and 'reproduced' not in text.lower()
+  claim_rows = [l for l in table.splitlines() if l.startswith('| ') and not l.startswith('| claim')]
+  assert len(claim_rows) == len(rb.CLAIMS)
+  assert all(l.strip().strip('|').split('|')[-1].strip() == stats.SMOKE for l in claim_rows), claim_rows
   # A rerun finds every row and every trained run: nothing is recomputed.
   before = open(out / 'rows.jsonl').read()
   rb.main(['--quick', '--out', str(out)])
