@@ -33,22 +33,33 @@ PERCENTILE = T + 'test_eval_robustness.py::test_bootstrap_interval_is_numpy_perc
 
 # (name, file, original fragment, mutated fragment, tests)
 MUTANTS = [
-    # srjax/attack.py
-    ('apgd initial step eps, not 2 eps', 'srjax/attack.py', 'eta=2.0 * eps,', 'eta=eps,', [ATTACK_HAND]),
-    ('apgd momentum 0.5', 'srjax/attack.py', 'jnp.where(i > 0, 0.75, 1.0)', 'jnp.where(i > 0, 0.5, 1.0)',
+    # issue 18: resume guard, non-finite stop, input size
+    ('resume guard compares only the resumable fields', 'train/loop.py',
+     'fixed = [n for n in names if n not in RESUMABLE_FIELDS or', 'fixed = [n for n in names if n in RESUMABLE_FIELDS or',
+     [T + 'test_resume_guards.py::test_resume_accepts_bookkeeping_changes_and_refuses_the_rest']),
+    ('non-finite check ignores the update', 'train/loop.py',
+     'finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & jnp.isfinite(optax.tree.norm(updates))',
+     'finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)',
+     [T + 'test_resume_guards.py::test_a_nan_learning_rate_from_the_first_step_is_refused']),
+    ('input multiple off by one stage', 'srjax/models/convnext.py',
+     'return int(self.stem_patch) * 2 ** (len(self.depths) - 1)', 'return int(self.stem_patch) * 2 ** len(self.depths)',
+     [T + 'test_resume_guards.py::test_a_size_the_convnext_would_crop_is_refused_before_any_data_is_generated']),
+    # srjax/attack/gradient.py (srjax/attack.py before it became a package)
+    ('apgd initial step eps, not 2 eps', 'srjax/attack/gradient.py', 'eta=2.0 * eps,', 'eta=eps,', [ATTACK_HAND]),
+    ('apgd momentum 0.5', 'srjax/attack/gradient.py', 'jnp.where(i > 0, 0.75, 1.0)', 'jnp.where(i > 0, 0.5, 1.0)',
      [ATTACK_HAND]),
-    ('apgd plain step also at iteration 1', 'srjax/attack.py', 'jnp.where(i > 0, 0.75, 1.0)',
+    ('apgd plain step also at iteration 1', 'srjax/attack/gradient.py', 'jnp.where(i > 0, 0.75, 1.0)',
      'jnp.where(i > 1, 0.75, 1.0)', [ATTACK_HAND]),
-    ('apgd step cut to 0.75, not halved', 'srjax/attack.py', "jnp.where(cut, 0.5 * s['eta'], s['eta'])",
+    ('apgd step cut to 0.75, not halved', 'srjax/attack/gradient.py', "jnp.where(cut, 0.5 * s['eta'], s['eta'])",
      "jnp.where(cut, 0.75 * s['eta'], s['eta'])", [ATTACK_HAND]),
-    ('apgd condition 2 strict', 'srjax/attack.py', "(s['best_at_check'] >= loss_best)",
+    ('apgd condition 2 strict', 'srjax/attack/gradient.py', "(s['best_at_check'] >= loss_best)",
      "(s['best_at_check'] > loss_best)", [ATTACK_HAND]),
-    ('apgd momentum from the new point', 'srjax/attack.py', "x_old=s['x'], g=", 'x_old=x_new, g=', [ATTACK_HAND]),
-    ('apgd reuses one key every iteration', 'srjax/attack.py', 'evaluate(point, jax.random.fold_in(k_iter, i + 2))',
+    ('apgd momentum from the new point', 'srjax/attack/gradient.py', "x_old=s['x'], g=", 'x_old=x_new, g=', [ATTACK_HAND]),
+    ('apgd reuses one key every iteration', 'srjax/attack/gradient.py', 'evaluate(point, jax.random.fold_in(k_iter, i + 2))',
      'evaluate(point, k_iter)', [APGD_EOT]),
-    ('eot reuses one key for every draw', 'srjax/attack.py', 'jax.vmap(one, in_axes=(None, 0))(x, jax.random.split(key, eot))',
+    ('eot reuses one key for every draw', 'srjax/attack/gradient.py', 'jax.vmap(one, in_axes=(None, 0))(x, jax.random.split(key, eot))',
      'jax.vmap(one, in_axes=(None, 0))(x, jnp.stack([key] * eot))', [PGD_EOT]),
-    ('pgd reuses one key every iteration', 'srjax/attack.py', 'evaluate(xk, jax.random.fold_in(k_iter, i))',
+    ('pgd reuses one key every iteration', 'srjax/attack/gradient.py', 'evaluate(xk, jax.random.fold_in(k_iter, i))',
      'evaluate(xk, k_iter)', [PGD_EOT]),
     # srjax/nsde.py
     ('nsde stages share one key', 'srjax/nsde.py', 'solve_stage(blocks[0], stacked, y, jax.random.fold_in(key, s),',
