@@ -3,7 +3,6 @@ inputs the ConvNeXt would crop refused before any data is generated (the per-kin
 job are tested in tests/test_train_nsde.py)."""
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 
@@ -17,21 +16,9 @@ from configs import classifier as classifier_config
 from configs import common
 from configs import spectro as spectro_config
 from srjax.models import convnext
+from tests.conftest import tree_digest
 from train import checkpoint, loop
 from train import nsde as train_nsde
-
-
-def _tree_digest(directory) -> dict[str, str]:
-  """{relative path: sha256} of every file under `directory`, plus the folders (as '')."""
-  out = {}
-  for dirpath, dirnames, filenames in os.walk(directory):
-    for d in dirnames:
-      out[os.path.relpath(os.path.join(dirpath, d), directory) + '/'] = ''
-    for f in filenames:
-      path = os.path.join(dirpath, f)
-      with open(path, 'rb') as fh:
-        out[os.path.relpath(path, directory)] = hashlib.sha256(fh.read()).hexdigest()
-  return out
 
 
 def _probe_task(config, *, learning_rate):
@@ -84,7 +71,7 @@ def test_resume_accepts_bookkeeping_changes_and_refuses_the_rest(tmp_path):
   ok = _probe_config(log_every=2, checkpoint_every=2, keep=5, num_steps=8)   # all in RESUMABLE_FIELDS
   loop.run(ok, workdir, _probe_task(ok, learning_rate=0.1))
   assert checkpoint.load_numpy(workdir)[1] == 8
-  before = _tree_digest(workdir)
+  before = tree_digest(workdir)
   for field, value in (('seed', 1), ('optim.learning_rate', 0.5), ('data.source', 'digits'), ('batch_size', 4)):
     bad = _probe_config(log_every=2, checkpoint_every=2, keep=5, num_steps=8, **{field: value})
     with pytest.raises(loop.ConfigMismatchError, match=rf'{field}: stored .*, given {value!r}') as info:
@@ -93,7 +80,7 @@ def test_resume_accepts_bookkeeping_changes_and_refuses_the_rest(tmp_path):
   cosine = _probe_config(log_every=2, checkpoint_every=2, keep=5, num_steps=8, **{'optim.schedule': 'cosine'})
   with pytest.raises(loop.ConfigMismatchError, match='optim.schedule'):
     loop.run(cosine, workdir, _probe_task(cosine, learning_rate=0.1))
-  assert _tree_digest(workdir) == before
+  assert tree_digest(workdir) == before
 
 
 def test_num_steps_is_fixed_under_a_cosine_schedule(tmp_path):

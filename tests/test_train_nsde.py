@@ -2,7 +2,6 @@
 refused, and each finished run reloads with load_trained."""
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
@@ -15,7 +14,7 @@ import pytest
 
 from configs import common
 from configs import spectro as spectro_config
-from tests.conftest import ROOT
+from tests.conftest import ROOT, tree_digest
 from train import checkpoint, loop, metrics
 from train import nsde as train_nsde
 
@@ -60,23 +59,12 @@ def test_the_readme_commands_give_two_runs_in_two_workdirs(readme_runs):
 @pytest.mark.slow
 def test_a_mismatched_resume_is_one_line_and_changes_nothing(readme_runs):
   cwd, _ = readme_runs
-  before = _tree_digest(cwd / 'workdirs' / 'nsde')
+  before = tree_digest(cwd / 'workdirs' / 'nsde')
   wrong = _main_job(cwd, '--config.model.kind=convnext', '--workdir', 'workdirs/nsde')
   assert wrong.returncode == 1
   message = wrong.stderr.strip().splitlines()[-1]
   assert "model.kind: stored 'nsde', given 'convnext'" in message and 'Traceback' not in wrong.stderr, message
-  assert _tree_digest(cwd / 'workdirs' / 'nsde') == before
-
-
-def _tree_digest(directory) -> dict[str, str]:
-  out = {}
-  for dirpath, dirnames, filenames in os.walk(directory):
-    for d in dirnames:
-      out[os.path.relpath(os.path.join(dirpath, d), directory) + '/'] = ''
-    for f in filenames:
-      with open(os.path.join(dirpath, f), 'rb') as fh:
-        out[os.path.relpath(os.path.join(dirpath, f), directory)] = hashlib.sha256(fh.read()).hexdigest()
-  return out
+  assert tree_digest(cwd / 'workdirs' / 'nsde') == before
 
 
 @pytest.mark.slow

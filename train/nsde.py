@@ -36,7 +36,6 @@ from train.classifier import eval_batches, labelled_batches, masked_metrics
 from train.optim import make_optimizer
 
 KINDS = ('nsde', 'convnext')
-CONFIG_FILE = loop.CONFIG_FILE
 TEST_FILE = 'test_metrics.json'
 
 
@@ -151,11 +150,6 @@ class Trained:
   step: int
 
 
-def read_config(workdir: str) -> ml_collections.ConfigDict:
-  """The locked config a run stored in workdir/config.json (`train.loop.read_config`)."""
-  return loop.read_config(workdir)
-
-
 def default_workdir(config: ml_collections.ConfigDict) -> str:
   """`workdirs/<model.kind>`: the NSDE and its ConvNeXt baseline never share a default workdir."""
   return os.path.join('workdirs', str(config.model.kind))
@@ -174,7 +168,7 @@ def load_trained(workdir: str, config: ml_collections.ConfigDict | None = None) 
   Raises:
     FileNotFoundError: the workdir holds no checkpoint (or no config.json and no config was given).
   """
-  config = read_config(workdir) if config is None else config
+  config = loop.read_config(workdir) if config is None else config
   directory = os.path.join(workdir, 'checkpoints')
   if not os.path.isdir(directory) or not any(n.isdigit() for n in os.listdir(directory)):
     raise FileNotFoundError(f'{workdir} holds no checkpoint (no {directory}/<step>): train it first with '

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -53,21 +52,6 @@ def cnn_params(seed=0):
           'b2': np.zeros(16), 'wd': rng.normal(size=(16, 10)) * 40, 'bd': np.zeros(10)}
 
 
-def cpu_model():
-  try:
-    with open('/proc/cpuinfo') as f:
-      for line in f:
-        if line.startswith('model name'):
-          return line.split(':', 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor() or 'unknown'
-
-
-def load():
-  return round(os.getloadavg()[0], 2)
-
-
 def run_srjax(apply_fn, params, x, y, *, eps, norm, steps, queries, n_targets, parts=PARTS):
   """Per attack (and 'autoattack'): first-call and second-call seconds and the robust accuracy."""
   key = jax.random.key(0)
@@ -85,7 +69,7 @@ def run_srjax(apply_fn, params, x, y, *, eps, norm, steps, queries, n_targets, p
     jax.block_until_ready(res.x_adv)
     second = time.perf_counter() - start
     out[name] = dict(seconds=second, compile=max(first - second, 0.0), robust_accuracy=res.log[-1].robust_accuracy,
-                     load=load())
+                     load=common.load())
   return out
 
 
@@ -114,7 +98,7 @@ def main(argv=None):
   else:
     batch, steps, queries, n_targets, conv_batch = 100, 100, 5000, 9, 16
   eps = 8 / 255 if args.norm == 'Linf' else 0.5
-  print(f'# srjax.attack benchmark: {cpu_model()}, {os.cpu_count()} CPUs, load {load()}, jax {jax.__version__}, '
+  print(f'# srjax.attack benchmark: {common.cpu_model()}, {os.cpu_count()} CPUs, load {common.load()}, jax {jax.__version__}, '
         f'{args.norm} eps={eps:.4g}, steps={steps}, queries={queries}, targets={n_targets}', flush=True)
   rng = np.random.default_rng(1)
   params_np = cnn_params()
@@ -147,7 +131,7 @@ def main(argv=None):
                      compile_s=r['compile'], robust=r['robust_accuracy'], load=r['load']))
   common.print_table(rows, ['model', 'attack', 's_per_100', 'compile_s', 'robust', 'torch_s_per_100',
                             'torch_robust', 'ratio', 'load'])
-  print(f'# peak RSS {common.process_peak_rss_mb():.0f} MiB; load at the end {load()}; torch side: '
+  print(f'# peak RSS {common.process_peak_rss_mb():.0f} MiB; load at the end {common.load()}; torch side: '
         f'{"ran" if theirs else "not available"}', flush=True)
 
   def ratio(name):

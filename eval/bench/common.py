@@ -5,6 +5,8 @@ compile time, peak memory) and ends with one machine-readable line `RESULT key=v
 """
 from __future__ import annotations
 
+import os
+import platform
 import resource
 import statistics
 import time
@@ -70,3 +72,20 @@ def print_result(**values: Any) -> None:
   for key, value in values.items():
     parts.append(f'{key}={value:.4g}' if isinstance(value, float) else f'{key}={value}')
   print('RESULT ' + ' '.join(parts), flush=True)
+
+
+def cpu_model() -> str:
+  """The CPU's model name (from /proc/cpuinfo), printed beside every timing: ratios depend on the CPU."""
+  try:
+    with open('/proc/cpuinfo') as f:
+      for line in f:
+        if line.startswith('model name'):
+          return line.split(':', 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor() or platform.machine() or 'unknown'
+
+
+def load() -> float:
+  """The 1-minute load average, rounded: timings taken under different loads are not comparable."""
+  return round(os.getloadavg()[0], 2)

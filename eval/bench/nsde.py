@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import time
 from typing import Any, Callable
@@ -46,21 +45,6 @@ from eval.bench import common
 from srjax import nsde
 from srjax.data import spectro
 from srjax.models import convnext
-
-
-def _load() -> float:
-  return round(os.getloadavg()[0], 2)
-
-
-def _cpu_model() -> str:
-  try:
-    with open('/proc/cpuinfo') as f:
-      for line in f:
-        if line.startswith('model name'):
-          return line.split(':', 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor() or platform.machine()
 
 
 def _steps(model, kind: str, solver: str, sigma: float) -> tuple[dict[str, Callable], Any]:
@@ -200,7 +184,7 @@ def main(argv=None) -> None:
   x_np, y_np = np.asarray(x), np.asarray(y)
   print(f'# NSDE benchmark: ConvNeXt-{args.variant}, {args.size}x{args.size} inputs, batch {args.batch}, '
         f'stem {args.stem}, sigma {args.sigma}; backend {jax.default_backend()}, {jax.device_count()} device(s); '
-        f'CPU {_cpu_model()}, {os.cpu_count()} cores; load {_load()}')
+        f'CPU {common.cpu_model()}, {os.cpu_count()} cores; load {common.load()}')
 
   cfg = convnext.variant(args.variant)
   peer = None if args.no_torch else torch_peer(cfg['dims'], cfg['depths'], args.stem, args.sigma,
@@ -231,9 +215,9 @@ def main(argv=None) -> None:
       xt, yt = prep(x_np, y_np)
       calls[('torch', kind, layout, what)] = (lambda f=fn, a=(xt, yt): f(*a))
       meta[('torch', kind, layout, what)] = {'compile_s': 0.0, 'peak_mb': float('nan')}
-  load_before = _load()
+  load_before = common.load()
   times = _interleaved(calls, args.rounds, args.steps)
-  load_after = _load()
+  load_after = common.load()
 
   base = times[('srjax', 'convnext', '-', 'shift', 'train')]
   rows = []
@@ -271,14 +255,14 @@ def main(argv=None) -> None:
     apgd_s = common.median_time(lambda: compiled(variables, x, y, key), repeats=max(1, args.rounds // 2))
     rows.append({'variant': f'APGD-CE L2, {args.apgd_steps} steps, NSDE, one batch', 'time_s': apgd_s,
                  'ratio': apgd_s / base, 'compile_s': compile_s, 'peak_mb': common.compiled_peak_mb(compiled),
-                 'load': _load()})
+                 'load': common.load()})
 
   start = time.perf_counter()
   spectro.generate(args.gen_samples, size=args.size)
   gen_s = time.perf_counter() - start
   gen_rate = args.gen_samples / gen_s
   rows.append({'variant': f'spectro.generate({args.gen_samples}, size={args.size})', 'time_s': gen_s,
-               'ratio': float('nan'), 'compile_s': 0.0, 'peak_mb': common.process_peak_rss_mb(), 'load': _load()})
+               'ratio': float('nan'), 'compile_s': 0.0, 'peak_mb': common.process_peak_rss_mb(), 'load': common.load()})
   common.print_table(rows, ['variant', 'time_s', 'ratio', 'compile_s', 'peak_mb', 'load'])
   print(f'# ratio: time over the srjax ConvNeXt train step (shifted depthwise conv); step rows are medians of '
         f'{args.rounds} interleaved rounds of {args.steps} calls, load {load_before} -> {load_after}; the '

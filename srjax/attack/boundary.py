@@ -23,7 +23,6 @@ import numpy as np
 
 from srjax import checks
 from srjax.attack import common
-from srjax.attack import losses
 
 
 class FabResult(NamedTuple):
@@ -89,11 +88,9 @@ def fab(apply_fn: Callable[..., jax.Array], params: Any, x: jax.Array, y: jax.Ar
   checks.in_range('beta', beta, 0.0, 1.0, low_open=True, high_open=True)
   classes = common.num_classes(apply_fn, params, x, stochastic)
   common.check_classes('apply_fn', classes, 2, 'a boundary needs two classes')
-  k = min(n_targets, classes - 1)
-  k_pred, k_run = jax.random.split(key)
-  probs = common.predict(apply_fn, params, x, k_pred, eot=eot, stochastic=bool(stochastic))
-  targets = losses.target_classes(probs, y, k)
-  clean_wrong = np.array(jnp.argmax(probs, -1) != y)
+  targets, clean_wrong, k_run = common.ranked_targets(apply_fn, params, x, y, key, n_targets=n_targets,
+                                                      classes=classes, eot=eot, stochastic=stochastic)
+  k = targets.shape[1]
   x_min = x
   distance = np.where(clean_wrong, 0.0, np.inf)
   hyper = jnp.asarray([alpha_max, eta, beta], jnp.float32)

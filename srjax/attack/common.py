@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from srjax import checks
+from srjax.attack import losses
 
 NORMS = ('L2', 'Linf')
 TINY = 1e-12  # normalisation guard: v / (||v|| + 1e-12)
@@ -197,3 +198,16 @@ def on_subset(fn: Callable[..., Any], active: np.ndarray, *arrays: Any) -> tuple
   padded = np.concatenate([idx, np.full(size - idx.size, idx[0], idx.dtype)])
   out = fn(*(a[padded] for a in arrays))
   return idx, jax.tree.map(lambda o: o[:idx.size], out)
+
+
+def ranked_targets(apply_fn, params, x, y, key, *, n_targets, classes, eot, stochastic):
+  """The targeted attacks' common start: one prediction (EOT-averaged), then the top-k other classes.
+
+  Returns:
+    (targets int [B, k] with k = min(n_targets, classes - 1), best first; clean_wrong bool [B] host array, the
+    points already misclassified; the key left for the attack's runs).
+  """
+  k_pred, k_run = jax.random.split(key)
+  probs = predict(apply_fn, params, x, k_pred, eot=eot, stochastic=bool(stochastic))
+  targets = losses.target_classes(probs, y, min(n_targets, classes - 1))
+  return targets, np.array(jnp.argmax(probs, -1) != y), k_run

@@ -146,11 +146,9 @@ def apgd_targeted(apply_fn: Callable[..., jax.Array], params: Any, x: jax.Array,
   classes = common.num_classes(apply_fn, params, x, stochastic)
   common.check_classes('apply_fn', classes, 4, 'the targeted DLR loss uses the 4 largest logits')
   ids = common.example_index(index, x.shape[0])
-  k = min(n_targets, classes - 1)
-  k_pred, k_run = jax.random.split(key)
-  probs = common.predict(apply_fn, params, x, k_pred, eot=eot, stochastic=bool(stochastic))
-  targets = losses.target_classes(probs, y, k)
-  success = np.array(jnp.argmax(probs, -1) != y)
+  targets, success, k_run = common.ranked_targets(apply_fn, params, x, y, key, n_targets=n_targets,
+                                                  classes=classes, eot=eot, stochastic=stochastic)
+  k = targets.shape[1]
   x_adv = x
   for j in range(k):  # k <= 9 compiled runs, each on the points still robust (padded to a bucket size)
     def run(xs, ys, ts, es, ii, j=j):

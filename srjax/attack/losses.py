@@ -28,6 +28,11 @@ def _sorted_desc(logits):
   return -jnp.sort(-logits, axis=-1)
 
 
+def _pick(z, labels):
+  """z[b, labels[b]] per example [B]."""
+  return jnp.take_along_axis(z, labels[:, None], axis=-1)[:, 0]
+
+
 def dlr_loss(logits: jax.Array, y: jax.Array) -> jax.Array:
   """DLR(z, y) = -(z_y - max_{i != y} z_i) / (z_pi1 - z_pi3 + 1e-12), per example [B].
 
@@ -41,11 +46,8 @@ def dlr_loss(logits: jax.Array, y: jax.Array) -> jax.Array:
   Returns:
     [B] float32.
   """
-  z = logits.astype(jnp.float32)
-  zs = _sorted_desc(z)
-  z_y = jnp.take_along_axis(z, y[:, None], axis=-1)[:, 0]
-  others = jnp.where(jax.nn.one_hot(y, z.shape[-1], dtype=bool), -jnp.inf, z)
-  return -(z_y - others.max(-1)) / (zs[:, 0] - zs[:, 2] + _DLR_GUARD)
+  zs = _sorted_desc(logits.astype(jnp.float32))
+  return -margin(logits, y) / (zs[:, 0] - zs[:, 2] + _DLR_GUARD)
 
 
 def dlr_targeted_loss(logits: jax.Array, y: jax.Array, target: jax.Array) -> jax.Array:
@@ -63,17 +65,14 @@ def dlr_targeted_loss(logits: jax.Array, y: jax.Array, target: jax.Array) -> jax
   """
   z = logits.astype(jnp.float32)
   zs = _sorted_desc(z)
-  z_y = jnp.take_along_axis(z, y[:, None], axis=-1)[:, 0]
-  z_t = jnp.take_along_axis(z, target[:, None], axis=-1)[:, 0]
-  return -(z_y - z_t) / (zs[:, 0] - 0.5 * (zs[:, 2] + zs[:, 3]) + _DLR_GUARD)
+  return -(_pick(z, y) - _pick(z, target)) / (zs[:, 0] - 0.5 * (zs[:, 2] + zs[:, 3]) + _DLR_GUARD)
 
 
 def margin(logits: jax.Array, y: jax.Array) -> jax.Array:
   """z_y - max_{i != y} z_i per example [B]: <= 0 when the point is misclassified (Square's loss)."""
   z = logits.astype(jnp.float32)
-  z_y = jnp.take_along_axis(z, y[:, None], axis=-1)[:, 0]
   others = jnp.where(jax.nn.one_hot(y, z.shape[-1], dtype=bool), -jnp.inf, z)
-  return z_y - others.max(-1)
+  return _pick(z, y) - others.max(-1)
 
 
 def target_classes(scores, y, k: int) -> np.ndarray:
