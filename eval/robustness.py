@@ -535,7 +535,8 @@ def main(argv: Sequence[str] | None = None) -> str:
                   f'load average {os.getloadavg()[0]:.1f}.')
   path = scaffold.write_results(out, 'Robustness of the NSDE ConvNeXt (arXiv 2409.01532)', sections,
                                 module=MODULE, argv=argv, quick=args.quick)
-  print(f'{MODULE}: wrote {path} ({wall:.0f} s)')
+  scaffold.finish(path, f'{len(models)} models, {len(measurements(settings))} measurements each, {wall:.0f} s; '
+                  'verdicts in "Which of the paper\'s claims held"')
   return path
 
 

@@ -67,6 +67,7 @@ import numpy as np  # pylint: disable=wrong-import-position
 from configs import common as config_common  # pylint: disable=wrong-import-position
 from configs import srt_distill as distill_config  # pylint: disable=wrong-import-position
 from eval import scaffold, srt_common  # pylint: disable=wrong-import-position
+from eval.bench import common as bench_common  # pylint: disable=wrong-import-position
 from srjax import checks  # pylint: disable=wrong-import-position
 from srjax.srt_lib import srt  # pylint: disable=wrong-import-position
 from train import metrics, srt_classifier, srt_distill  # pylint: disable=wrong-import-position
@@ -481,8 +482,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   lo, hi = interval(boot_of[best_srt['features']] - boot_of['bilinear'])
   claim = ('not assessed (smoke run)' if args.quick else 'reproduced' if lo > 0 else
            'contradicted (bilinear is better)' if hi < 0 else 'not resolved (the interval includes 0)')
-  cpu = next((line.split(':', 1)[1].strip() for line in open('/proc/cpuinfo') if line.startswith('model name')),
-             'unknown CPU') if os.path.exists('/proc/cpuinfo') else 'unknown CPU'
+  cpu = bench_common.cpu_model()
   md = [
       f'Backbone: ViT `configs/srt_classifier.py{":" + preset if preset else ""}` (patch {config.vit.patch_size}, '
       f'width {config.vit.width}, depth {config.vit.depth}, {config.num_steps} steps), test accuracy '
@@ -512,8 +512,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         f'Self-distillation (Eq. 6, `train/srt_distill.py`, {distill_info}): the student\'s single pass '
         f'(nearest) scores mIoU {distilled[0]["mIoU"]:.4f}, the teacher\'s single pass {row["nearest"]["mIoU"]:.4f}, '
         f'the teacher\'s SRT d={dd} (the distillation target) {teacher_srt_txt}.', '']
-  scaffold.write_results(out, 'SRT features for a dense task: MNIST foreground segmentation by a linear probe',
-                         ['\n'.join(md)], module='eval.srt_segmentation', argv=argv)
+  path = scaffold.write_results(out, 'SRT features for a dense task: MNIST foreground segmentation by a linear probe',
+                                ['\n'.join(md)], module='eval.srt_segmentation', argv=argv, quick=args.quick)
+  scaffold.finish(path, f'SRT beats interpolation (Appendix C): {claim}; {len(verdicts)} equal-cost verdicts')
   return {'rows': rows, 'test_accuracy': backbone.test_accuracy, 'verdicts': verdicts, 'claim': claim,
           'comparison_seconds': cmp_seconds}
 

@@ -161,8 +161,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         'gradient magnitude |grad I| at the same pixel:', '',
         scaffold.markdown_table(rows, list(rows[0])), '',
         '![Lite0](lite0_pca.png)', '', '![ViT](vit_pca.png)', '']
-  scaffold.write_results(out, 'SRT feature visualisation (Fig. 2, Fig. 4)', ['\n'.join(md)],
-                         module='eval.srt_visualize', argv=argv)
+  path = scaffold.write_results(out, 'SRT feature visualisation (Fig. 2, Fig. 4)', ['\n'.join(md)],
+                                module='eval.srt_visualize', argv=argv, quick=args.quick)
+  scaffold.finish(path, 'figures lite0_pca.png and vit_pca.png')
   return {'rows': rows}
 
 
