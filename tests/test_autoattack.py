@@ -237,3 +237,30 @@ def test_attacks_name_layout_and_module_mistakes():
     attack.apgd(lambda p, v: jnp.zeros((len(v), 4)), {}, x, y, eps=0.1, key=jax.random.key(0))
   with pytest.raises(TypeError, match='Flax module'):
     attack.autoattack(nn.Dense(4), {}, jnp.zeros((2, 16, 16, 3)), y, eps=0.1, key=jax.random.key(0))
+
+
+def noisy_three_class(params, x, rng):
+  """A stochastic model: the two-class linear toy plus a never-competitive third class (DLR needs 3), with
+  N(0, 0.01^2) logit noise per draw (it moves no gradient, so the attacks' truth is the linear one)."""
+  m = x.reshape(x.shape[0], -1) @ params['w'] + params['b']
+  logits = jnp.stack([-m / 2, m / 2, jnp.full_like(m, -100.0)], axis=-1)
+  return logits + 0.01 * jax.random.normal(rng, logits.shape)
+
+
+def test_rand_is_the_default_for_a_model_that_takes_a_key_and_fools_exactly_the_foolable_points():
+  eps = 0.05
+  ratios = np.tile([0.3, 0.5, 0.7, 1.4, 1.7, 2.0], 2)   # |m| / (eps ||w||_1): < 1 foolable in Linf (the corner)
+  params, x, y, margin, w = _linear_toy(ratios, eps=eps, batch=ratios.size, seed=4)
+  res = attack.autoattack(noisy_three_class, params, x, y, eps=eps, norm='Linf', key=jax.random.key(5),
+                          stochastic=True, steps=20)
+  assert [entry.attack for entry in res.log] == ['clean', 'apgd-ce', 'apgd-dlr']   # version='rand' (EOT 20)
+  assert res.log[0].robust_accuracy == 1.0
+  np.testing.assert_array_equal(np.asarray(res.robust), ratios > 1)
+  _assert_inside(res.x_adv, x, eps, 'Linf')
+  fooled = ~np.asarray(res.robust)
+  keys = jax.random.split(jax.random.key(6), 20)
+  probs = jax.vmap(lambda k: jax.nn.softmax(noisy_three_class(params, res.x_adv, k)))(keys).mean(0)
+  assert np.all(np.argmax(probs, -1)[fooled] != y[fooled])
+  with pytest.raises(ValueError, match='version'):
+    attack.autoattack(noisy_three_class, params, x, y, eps=eps, norm='Linf', key=jax.random.key(5),
+                      stochastic=True, version='rnd')
