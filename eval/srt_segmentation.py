@@ -53,7 +53,8 @@ With --distill the ViT is also self-distilled on its own SRT features (`train/sr
 `configs/srt_distill.py` defaults: 300 label-free steps, d = 2; 3-6 more minutes) and the student's single pass
 is probed the same way (paper Sec. 3.2: distillation keeps one forward pass at inference).
 
-Writes results.md (the mIoU table and the claims), verdicts.json, rows.json, miou_vs_cost.png, miou_vs_d.png and examples.png into --out.
+Writes results.md (the mIoU table and the claims), verdicts.json, rows.json, miou_vs_cost.png, miou_vs_d.png and
+examples.png into --out.
 
 References:
   Lao et al., "Sub-token ViT embedding via stochastic resonance transformers", Sec. 3, Appendix C.

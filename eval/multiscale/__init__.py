@@ -9,9 +9,9 @@ estimators and with `reference_quirks=True`, each over 5 noise seeds (240 grid s
 the default 256^2 image size (one seed took about a minute; `--set noise_seeds=1` restores that, but then no row
 has an interval and none counts) (results.md's Timing section records the wall and CPU time of each run, with
 the load average). It then draws the figures, the Fig. 9 level sweep included (a few minutes more); the
-statistics take about a second. `--quick` runs everything on tiny grids (one bandwidth, 10 trials) in well under
-a minute (15 s with `--no-figures` and a warm compilation cache), mostly XLA compile time, and draws the
-recovered-signal figures for the first mode only (the test). `--set field=value` overrides any field of
+statistics take about a second. `--quick` runs everything on tiny grids (one bandwidth, 10 trials, 3 noise
+seeds) in well under a minute (15 s with `--no-figures` and a warm compilation cache), mostly XLA compile
+time, and draws the recovered-signal figures for the first mode only (the test). `--set field=value` overrides any field of
 `eval.multiscale.Settings`.
 
 Verdicts (`srjax.stats`; `report.assess`). Each of the paper's orderings (the double detector beats sub and sup;

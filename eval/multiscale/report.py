@@ -132,8 +132,8 @@ def assess(rows, modes: Sequence[str], s: Settings, smoke: bool = False
   with fewer than 2 seeds (`--set noise_seeds=1`) has no interval: it never counts and makes no claim.
   What it can detect: with 5 seeds (4 df) and the 96 row claims of a default run, the smallest p-value must
   fall below 0.05 / 96, i.e. a mean difference of about 10 standard errors of the seed mean (t(4) = 10.2), about
-  4.6 times the seed-to-seed sd of the difference; a difference that is the same on every seed (a grid optimum that never moves)
-  has no spread and counts when it is not 0.
+  4.6 times the seed-to-seed sd of the difference; a difference that is the same on every seed (a grid optimum
+  that never moves) has no spread and counts when it is not 0.
 
   Args:
     rows: the row store (or a dict key -> row).
@@ -229,7 +229,8 @@ def sections(rows, modes: Sequence[str], s: Settings, figures: Sequence[str], ti
                   '† = the optimum lies on the edge of the grid.',
                   f'### The paper\'s orderings (a row counts when its claim is supported: the 95% interval over '
                   f'{s.noise_seeds} noise seeds of the paired difference excludes 0 after Holm\'s correction across '
-                  f'the report\'s {len(verdicts)} row claims; the intervals shown are unadjusted, the verdicts Holm-adjusted)\n'
+                  f'the report\'s {len(verdicts)} row claims; the intervals shown are unadjusted, the verdicts '
+                  'Holm-adjusted)\n'
                   + orderings_md(items[mode])]
     if all(Job('levels', 'sine', 1, 'wavelet', lv).key(mode, s.digest()) in rows for lv in s.fig9_levels):
       mode_parts.append('### Fig. 9: the 1D sine in the wavelet domain against the level\n'
