@@ -11,8 +11,8 @@ has an interval and none counts) (results.md's Timing section records the wall a
 the load average). It then draws the figures, the Fig. 9 level sweep included (a few minutes more); the
 statistics take about a second. `--quick` runs everything on tiny grids (one bandwidth, 10 trials, 3 noise
 seeds) in well under a minute (15 s with `--no-figures` and a warm compilation cache), mostly XLA compile
-time, and draws the recovered-signal figures for the first mode only (the test). `--set field=value` overrides any field of
-`eval.multiscale.Settings`.
+time, and draws the recovered-signal figures for the first mode only (the test). `--set field=value` overrides
+any field of `eval.multiscale.Settings`.
 
 Verdicts (`srjax.stats`; `report.assess`). Each of the paper's orderings (the double detector beats sub and sup;
 the multiscale domain needs less noise; it gives a lower AMSE) is checked row by row: one claim per row, the mean
