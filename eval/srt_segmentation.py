@@ -9,15 +9,20 @@ at load average ~10), the SRT features of 600 digits for d = 1..4 (9 to 81 shift
 min. The comparison at equal cost adds the larger inputs, the stride trick and SRT on the strided model: measured
 on a shared 2-core AMD EPYC, the whole default comparison took 415 s (load average 10.6 falling to 1.7; the full
 default run 20 min with training), and a second time 781 s (load 8.9 -> 6.7), against 239 s (load 4.7 -> 9.5)
-for nearest, bilinear and SRT d = 1..4 alone run just before it from the same workdir (`--scales --stride-divs --strided-srt`, nothing else). `--quick` (a 10-step tiny
-ViT, 32 + 32 digits, d <= 2, the same alternatives, batch 16) takes well under a minute; the test runs it.
+for nearest, bilinear and SRT d = 1..4 alone run just before it from the same workdir (`--scales --stride-divs
+--strided-srt`, nothing else). Those timings predate the validation digits: their SRT d = 1..4 features (150
+digits, half the test set's) add an estimated 1-2 min (not yet measured), so about 22 min for the full default
+run; the statistics take seconds. `--quick` (a 10-step tiny ViT, 32 training + 32 test + 16 validation digits,
+d <= 2, the same alternatives, batch 16) takes well under a minute; the test runs it.
 
 Setup. Ground truth: pixel > 0.5 is foreground (a 28x28 mask per digit). The ViT (7x7 tokens) is trained with
 the shared loop to classify the embedded MNIST subset (labels are used only there); its features are the last
 block's tokens after the final LayerNorm, as in the paper. For each feature type we fit one linear probe
 (logistic regression on standardised features, Newton/IRLS to convergence, L2 1e-3) on the pixels of
-`n_train` training digits and report on `n_test` test digits the foreground IoU, background IoU and their mean
-(mIoU), pooled over all test pixels. Feature types at pixel resolution (28x28):
+`n_train` training digits and report on `n_test` test digits (the first of the test split) the foreground IoU,
+background IoU and their mean (mIoU), pooled over all test pixels. SRT's d is chosen on `n_val` validation digits,
+the next ones of the test split (disjoint from the test digits and from the ViT's training digits); the layer is
+fixed (the last block). Feature types at pixel resolution (28x28):
   * nearest: each token copied to its 4x4 patch (the plain single-pass map; equals SRT with d = 0);
   * bilinear: the 7x7 map bilinearly interpolated (jax.image.resize, half-pixel centres) -- Appendix C's
     "interpolated features";
@@ -29,18 +34,27 @@ block's tokens after the final LayerNorm, as in the paper. For each feature type
     weights (`srjax.models.vit`), (7k)^2 tokens bilinearly resized to 28x28;
   * SRT d on the strided model (default d = 1 at stride p/2).
 Every method's seconds per image are the median batch time of one jitted call on the same batch size (50), after
-a warm-up, with `block_until_ready`; the table gives mIoU with a 95% paired bootstrap interval over the test
-digits (per-image counts in rows.json). The verdicts are computed: at the cost of SRT d = 1, 2, 3, which method
-that costs no more has the best mIoU (and its paired difference to SRT), and whether SRT lies on the Pareto front
-of (seconds per image, mIoU), drawn in miou_vs_cost.png. A --quick run states no verdict.
-The paper's Appendix C claim tested here: interpolating features does worse than SRT (there on NYU depth, where
-interpolation was even worse than the baseline).
+a warm-up, with `block_until_ready`.
+
+Verdicts (`srjax.stats`; `judge`). Every row's mIoU carries a 95% interval, and every claim is a paired
+difference of test mIoU over the same test digits: `srjax.stats.compare` on each digit's linearised contribution
+to the pooled mIoU (`miou_influence`), a bootstrap over the test digits. The claims, Holm-corrected together:
+  * Appendix C (interpolating features does worse than SRT; there on NYU depth, where interpolation was even
+    worse than the baseline): SRT at the d with the best validation mIoU minus bilinear;
+  * at equal cost, for SRT d = 1, 2, 3: SRT d minus each method whose measured seconds per image are no more
+    (every pair, nothing picked first; `contradicted` means that method beats SRT at no more cost).
+Whether SRT lies on the Pareto front of (seconds per image, mIoU), drawn in miou_vs_cost.png, stays descriptive
+(point estimates). The interval widths in results.md say which differences the 300 test digits resolve; Holm
+over the ~20 claims of a default run widens each test to about alpha / 20 for the smallest p-value.
+verdicts.json records the verdicts for `python -m eval.report`;
+a --quick run reads 'not assessed (smoke run)' throughout.
 
 With --distill the ViT is also self-distilled on its own SRT features (`train/srt_distill.py`, Eq. 6,
 `configs/srt_distill.py` defaults: 300 label-free steps, d = 2; 3-6 more minutes) and the student's single pass
 is probed the same way (paper Sec. 3.2: distillation keeps one forward pass at inference).
 
-Writes results.md (the mIoU table), rows.json, miou_vs_cost.png, miou_vs_d.png and examples.png into --out.
+Writes results.md (the mIoU table and the claims), verdicts.json, rows.json, miou_vs_cost.png, miou_vs_d.png and
+examples.png into --out.
 
 References:
   Lao et al., "Sub-token ViT embedding via stochastic resonance transformers", Sec. 3, Appendix C.
@@ -69,6 +83,7 @@ from configs import srt_distill as distill_config  # pylint: disable=wrong-impor
 from eval import scaffold, srt_common  # pylint: disable=wrong-import-position
 from eval.bench import common as bench_common  # pylint: disable=wrong-import-position
 from srjax import checks  # pylint: disable=wrong-import-position
+from srjax import stats as sr_stats  # pylint: disable=wrong-import-position
 from srjax.srt_lib import srt  # pylint: disable=wrong-import-position
 from train import metrics, srt_classifier, srt_distill  # pylint: disable=wrong-import-position
 
@@ -218,27 +233,113 @@ def miou_from_counts(counts: np.ndarray) -> np.ndarray:
   return (counts[..., 0] / np.maximum(counts[..., 1], 1) + counts[..., 2] / np.maximum(counts[..., 3], 1)) / 2
 
 
-def paired_bootstrap_miou(counts: np.ndarray, n_boot: int = 2000, seed: int = 0) -> np.ndarray:
-  """[M, n_boot] pooled mIoU of M methods over test images resampled with replacement, the SAME resample for
-  every method (paired), so differences between methods get intervals too.
+def miou_influence(counts: np.ndarray) -> np.ndarray:
+  """Per-image scores [..., N] whose mean over the N images is exactly the pooled mIoU of counts [..., N, 4].
+
+  The pooled IoU is a ratio R = sum(I) / sum(U) of per-image intersections and unions; its linearisation (the
+  nonparametric delta method) gives image i the score R + (I_i - R U_i) / mean(U), whose mean is R. The mIoU's
+  score is the mean of the foreground's and the background's. `srjax.stats.compare` on these scores bootstraps
+  the test images with the pooled mIoU as the effect (a paired difference when two methods share the images);
+  to first order this is the bootstrap of the pooled ratio itself.
+
+  References:
+    Davison & Hinkley, Bootstrap Methods and their Application (1997), Sec. 2.7 (empirical influence values;
+    the ratio estimator).
+  """
+  c = np.asarray(counts, np.float64)
+  out = 0.0
+  for inter, union in ((c[..., 0], c[..., 1]), (c[..., 2], c[..., 3])):
+    total = union.sum(-1, keepdims=True)
+    ratio = inter.sum(-1, keepdims=True) / np.maximum(total, 1)
+    out = out + ratio + (inter - ratio * union) / np.maximum(total / c.shape[-2], 1e-12)
+  return out / 2
+
+
+def row_intervals(counts: np.ndarray, *, resamples: int = sr_stats.RESAMPLES, seed: int = 0) -> sr_stats.Comparison:
+  """Each method's pooled mIoU with its 95% interval: `srjax.stats.compare` (one arm, the bootstrap over the test
+  images) on the `miou_influence` scores of counts [M, N, 4]; the fields are arrays [M]."""
+  return sr_stats.compare(miou_influence(counts)[:, None, :], resamples=resamples, seed=seed)
+
+
+def choose_on_validation(val_miou: dict[str, float]) -> str:
+  """The candidate with the best validation mIoU (the first, i.e. the cheapest, on a tie)."""
+  if not val_miou:
+    checks.fail('val_miou', val_miou, 'at least one candidate row with its validation mIoU')
+  return max(val_miou, key=lambda k: (val_miou[k], -list(val_miou).index(k)))
+
+
+def judge(rows: Sequence[dict[str, Any]], counts: np.ndarray, val_miou: dict[str, float], budgets: Sequence[str],
+          quick: bool = False, *, resamples: int = sr_stats.RESAMPLES,
+          seed: int = 0) -> tuple[list[sr_stats.Verdict], str, list[str]]:
+  """The report's claims, Holm-corrected together (`srjax.stats.assess`), and the lines that state them.
+
+  Claims (each a paired comparison of pooled test mIoU over the same test digits, `miou_influence` scores):
+    * Appendix C, "interpolated features do worse than SRT": SRT at the d chosen on the validation digits
+      (`choose_on_validation` over `val_miou`; the test digits never choose) minus bilinear.
+    * At equal cost, for each budget row (e.g. 'SRT d=2') and each other method whose seconds per image are no
+      more: budget row minus that method ('supported': SRT beats it; 'contradicted': it beats SRT at no more
+      cost). Every pair is tested (nothing is picked as the best first); the pair of the Appendix C claim is not
+      repeated.
+  The Pareto front of (seconds per image, mIoU) is drawn from point estimates and stays descriptive.
 
   Args:
-    counts: [M, N, 4] per-image counts (`iou_counts`) of M methods on the same N test images.
-    n_boot: resamples.
-    seed: NumPy seed.
+    rows: the methods, in the order of counts: dicts with 'features' (the name), 'family', 's/img'.
+    counts: [M, N, 4] per-image test counts (`iou_counts`), the same N test digits for every method.
+    val_miou: {candidate row name: its pooled mIoU on the validation digits} (the SRT rows).
+    budgets: budget rows (absent ones are skipped).
+    quick: a --quick run: every verdict reads 'not assessed (smoke run)'.
+    resamples, seed: of the bootstrap.
 
-  This percentile bootstrap over images is local to this script; the project's statistics module, once it
-  lands, replaces it (the stored per-image counts are what it needs).
+  Returns:
+    (the verdicts, the chosen row's name, Markdown lines for results.md).
+
+  Raises:
+    ValueError: counts not [len(rows), N, 4]; a val_miou key that is not a row; no 'bilinear' row.
   """
-  n = counts.shape[1]
-  weights = np.random.default_rng(seed).multinomial(n, np.full(n, 1.0 / n), size=n_boot)  # [n_boot, N]
-  return miou_from_counts(np.einsum('bn,mnk->mbk', weights, counts.astype(np.float64)))
-
-
-def interval(samples: np.ndarray, level: float = 0.95) -> tuple[float, float]:
-  """Percentile interval of bootstrap samples."""
-  lo, hi = np.quantile(samples, [(1 - level) / 2, (1 + level) / 2])
-  return float(lo), float(hi)
+  names = [r['features'] for r in rows]
+  counts = np.asarray(counts)
+  if counts.ndim != 3 or counts.shape[0] != len(rows) or counts.shape[2] != 4:
+    checks.fail('counts', counts.shape, f'an array [{len(rows)}, N, 4] (one row of per-image counts per method)')
+  if 'bilinear' not in names:
+    checks.fail('rows', names, "a 'bilinear' row (the Appendix C baseline)")
+  for name in val_miou:
+    if name not in names:
+      checks.fail('val_miou', name, f'names of rows ({names})')
+  scores = miou_influence(counts)[:, None, :]                                  # [M, 1, N]
+  cmp = lambda a, b: sr_stats.compare(scores[names.index(a)], scores[names.index(b)], paired=True,
+                                      resamples=resamples, seed=seed)
+  chosen = choose_on_validation(val_miou)
+  claims = [sr_stats.Claim(f'SRT beats interpolation (Appendix C): {chosen} (d chosen on the validation digits) '
+                           'minus bilinear, mIoU', cmp('bilinear', chosen))]
+  costs = [r['s/img'] for r in rows]
+  per_budget = []
+  for budget in budgets:
+    if budget not in names:
+      continue
+    b = names.index(budget)
+    others = [names[i] for i in range(len(rows))
+              if i != b and costs[i] <= costs[b] and not (budget == chosen and names[i] == 'bilinear')]
+    per_budget.append((budget, len(claims), others))
+    claims += [sr_stats.Claim(f'At equal cost: {budget} beats {o} (which costs no more), mIoU', cmp(o, budget))
+               for o in others]
+  verdicts = sr_stats.assess(claims, smoke=quick)
+  fmt = lambda v: f'{v.effect:+.4f} [{v.low:+.4f}, {v.high:+.4f}], Holm p {v.p_holm:.3g}: **{v.verdict}**'
+  lines = [f'- Appendix C: {chosen} (best of {len(val_miou)} SRT rows on the validation digits: '
+           + ', '.join(f'{k} {v:.4f}' for k, v in val_miou.items()) + f') minus bilinear on the test digits '
+           f'{fmt(verdicts[0])}.']
+  for budget, start, others in per_budget:
+    b = names.index(budget)
+    if not others:
+      lines.append(f'- At the cost of {budget} ({costs[b]:.2e} s/image): nothing else costs no more.')
+      continue
+    parts = [f'{o}: {fmt(v)}' for o, v in zip(others, verdicts[start:start + len(others)])]
+    lines.append(f'- At the cost of {budget} ({costs[b]:.2e} s/image), {budget} minus each method that costs no '
+                 f'more: ' + '; '.join(parts) + '.')
+  front = pareto_front(costs, [r['mIoU'] for r in rows])
+  on_front = [names[i] for i in front if rows[i]['family'] in ('SRT', 'SRT + stride trick')]
+  lines.append(f'- Pareto front (seconds per image, mIoU; point estimates, descriptive): '
+               f'{", ".join(names[i] for i in front)}. SRT rows on it: {", ".join(on_front) or "none"}.')
+  return verdicts, chosen, lines
 
 
 def pareto_front(costs: Sequence[float], scores: Sequence[float]) -> list[int]:
@@ -249,51 +350,6 @@ def pareto_front(costs: Sequence[float], scores: Sequence[float]) -> list[int]:
     if not dominated:
       idx.append(i)
   return sorted(idx, key=lambda i: costs[i])
-
-
-def cost_verdicts(rows: Sequence[dict[str, Any]], boot: np.ndarray, budgets: Sequence[str],
-                  quick: bool) -> list[str]:
-  """The comparison's verdicts, computed from the rows (cost 's/img', 'mIoU') and the paired bootstrap.
-
-  For each budget row (e.g. 'SRT d=2'): among the methods that cost no more seconds per image, the one with the
-  best mIoU, and its paired difference to the budget row with a 95% interval. Then whether any SRT row lies
-  on the Pareto front of (seconds per image, mIoU). A --quick run states its numbers but assesses nothing.
-  """
-  costs = [r['s/img'] for r in rows]
-  scores = [r['mIoU'] for r in rows]
-  names = [r['features'] for r in rows]
-  lines = []
-  for budget in budgets:
-    if budget not in names:
-      continue
-    b = names.index(budget)
-    within = [i for i in range(len(rows)) if costs[i] <= costs[b]]
-    best = max(within, key=lambda i: scores[i])
-    others = [i for i in within if i != b]
-    if best != b:
-      lo, hi = interval(boot[best] - boot[b])
-      judged = (f'{names[best]} beats {budget} at no more cost' if lo > 0 else
-                f'{names[best]} and {budget} are not distinguishable (the interval includes 0)')
-      comparison = f'{names[best]} - {budget} = {scores[best] - scores[b]:+.4f} [{lo:+.4f}, {hi:+.4f}]'
-    elif others:
-      nxt = max(others, key=lambda i: scores[i])
-      lo, hi = interval(boot[b] - boot[nxt])
-      judged = (f'{budget} beats every method that costs no more' if lo > 0 else
-                f'{budget} leads, but not distinguishably from {names[nxt]}')
-      comparison = (f'the next best is {names[nxt]}: {budget} - {names[nxt]} = {scores[b] - scores[nxt]:+.4f} '
-                    f'[{lo:+.4f}, {hi:+.4f}]')
-    else:
-      judged, comparison = f'{budget} is the cheapest method', 'nothing costs less'
-    lines.append(f'- At the cost of {budget} ({costs[b]:.2e} s/image): best mIoU among the methods that cost no '
-                 f'more is **{names[best]}** ({scores[best]:.4f}, {costs[best]:.2e} s/image); {comparison} -> '
-                 f'{"not assessed (smoke run)" if quick else judged}.')
-  front = pareto_front(costs, scores)
-  on_front = [names[i] for i in front if rows[i]['family'] in ('SRT', 'SRT + stride trick')]
-  verdict = ('not assessed (smoke run)' if quick else
-             (f'yes: {", ".join(on_front)}' if on_front else 'no: every SRT setting is dominated'))
-  lines.append(f'- Pareto front (seconds per image, mIoU; point estimates): {", ".join(names[i] for i in front)}. '
-               f'Is SRT on the front? {verdict}.')
-  return lines
 
 
 def miou_vs_cost_figure(rows: Sequence[dict[str, Any]], out: str) -> str:
@@ -330,9 +386,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
   p.add_argument('--strided-srt', nargs='*', default=['2:1'], metavar='K:D',
                  help='SRT at level D on the model at patch stride p / K')
   p.add_argument('--batch-size', type=int, default=50, help='images per call, the same for every method')
-  p.add_argument('--n-boot', type=int, default=2000, help='paired bootstrap resamples of the test digits')
+  p.add_argument('--n-boot', type=int, default=sr_stats.RESAMPLES,
+                 help='bootstrap resamples of the test digits (srjax.stats.compare, paired across methods)')
   p.add_argument('--n-train', type=int, default=300, help='digits whose pixels train the probe')
-  p.add_argument('--n-test', type=int, default=300)
+  p.add_argument('--n-test', type=int, default=300, help='test digits (the first of the test split)')
+  p.add_argument('--n-val', type=int, default=150,
+                 help='validation digits that choose SRT\'s d (the test split\'s digits after the --n-test ones)')
   p.add_argument('--distill', action='store_true',
                  help='also self-distil the ViT on its SRT features (configs/srt_distill.py, Eq. 6) and probe the '
                       "student's single pass")
@@ -370,7 +429,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   out = scaffold.prepare_out(args.out)
   t0 = time.time()
   preset, overrides, ds = None, {}, args.ds
-  n_train, n_test, batch_size, n_boot = args.n_train, args.n_test, args.batch_size, args.n_boot
+  n_train, n_test, n_val = args.n_train, args.n_test, args.n_val
+  batch_size, n_boot = args.batch_size, args.n_boot
   strided_srt = []
   for item in args.strided_srt:
     k, _, d = item.partition(':')
@@ -378,7 +438,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
       checks.fail('--strided-srt', item, "'K:D' with integers K (stride p / K) and D (SRT level)")
     strided_srt.append((int(k), int(d)))
   if args.quick:
-    preset, ds, n_train, n_test, batch_size, n_boot = 'smoke', [1, 2], 32, 32, 16, 200
+    preset, ds, n_train, n_test, n_val, batch_size, n_boot = 'smoke', [1, 2], 32, 32, 16, 16, 200
+  for name, value in (('--n-train', n_train), ('--n-test', n_test), ('--n-val', n_val), ('--batch-size', batch_size)):
+    checks.integer(name, value, 1)
+  checks.integer('--n-boot', n_boot, 100)
   config = srt_common.classifier_config_for(preset, overrides, args.set)
   if config.model != 'vit':
     checks.fail('config.model', config.model, "'vit' (the segmentation probe uses the ViT backbone)")
@@ -391,9 +454,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   params = backbone.variables
   x_train = backbone.train_set.images[:n_train]
   x_test = backbone.test_set.images[:n_test]
+  x_val = backbone.test_set.images[n_test:n_test + n_val]   # disjoint from the test digits: they choose d
+  if len(x_val) < n_val:
+    checks.fail('--n-val', n_val, f'at most {len(backbone.test_set) - n_test} (the test split holds '
+                                  f'{len(backbone.test_set)} digits, --n-test takes {n_test})')
   size = x_test.shape[1:3]
   gt_train = (x_train[..., 0] > THRESHOLD).reshape(-1)
   gt_test = x_test[..., 0] > THRESHOLD
+  gt_val = x_val[..., 0] > THRESHOLD
 
   specs = method_specs(model.patch_size, ds, args.scales, args.stride_divs, strided_srt)
   runs = [(spec, params, spec['name']) for spec in specs]
@@ -406,8 +474,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   load_before = os.getloadavg()
   t_cmp = time.time()
   # Stage 1, per method: the probe on the training digits (features discarded after the fit).
-  fns, probes, train_miou = [], [], []
-  for spec, p, _ in scaffold.progress(runs, 'probes'):
+  fns, probes, train_miou, val_miou = [], [], [], {}
+  for spec, p, name in scaffold.progress(runs, 'probes'):
     fn = functools.partial(method_fn(spec, model, size), p)
     f_tr = srt_common.batched(fn, x_train, batch_size)
     f_tr = f_tr.reshape(-1, f_tr.shape[-1])
@@ -416,6 +484,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     fns.append(fn)
     probes.append((w, mu, sd))
     train_miou.append(iou_scores(predict(w, (f_tr - mu) / sd), gt_train)['mIoU'])
+    if spec['family'] == 'SRT' and p is params:   # the candidates for Appendix C's d, scored on the validation digits
+      f_val = srt_common.batched(fn, x_val, batch_size)
+      val_miou[name] = iou_scores(predict(w, (f_val.reshape(-1, f_val.shape[-1]) - mu) / sd),
+                                  gt_val.reshape(-1))['mIoU']
   # Stage 2: the test digits, every method timed on every batch, interleaved.
   preds_all = np.zeros((len(runs),) + gt_test.shape, bool)
 
@@ -437,17 +509,19 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     preds[name] = pred_te
   cmp_seconds = time.time() - t_cmp
   load_after = os.getloadavg()
-  boot = paired_bootstrap_miou(np.stack(counts), n_boot)
-  for r, b in zip(rows, boot):
-    r['mIoU lo'], r['mIoU hi'] = interval(b)
+  counts = np.stack(counts)
+  ci = row_intervals(counts, resamples=n_boot)
+  for k, r in enumerate(rows):
+    r['mIoU lo'], r['mIoU hi'] = float(ci.low[k]), float(ci.high[k])
     r['mIoU [95%]'] = f'{r["mIoU"]:.4f} [{r["mIoU lo"]:.4f}, {r["mIoU hi"]:.4f}]'
+    r['val mIoU'] = val_miou.get(r['features'], '')
   with open(os.path.join(out, 'rows.json'), 'w') as f:
     json.dump(rows, f)
   teacher = [r for r in rows if not r['features'].startswith('distilled')]
-  verdicts = cost_verdicts(teacher, boot[:len(teacher)], [f'SRT d={d}' for d in (1, 2, 3)], args.quick)
+  verdicts, chosen, verdict_lines = judge(teacher, counts[:len(teacher)], val_miou,
+                                          [f'SRT d={d}' for d in (1, 2, 3)], args.quick, resamples=n_boot)
   miou_vs_cost_figure(teacher, out)
   row = {r['features']: r for r in rows}
-  boot_of = {r['features']: b for r, b in zip(rows, boot)}
 
   # Figures.
   fig, ax = plt.subplots(figsize=(5, 3.5))
@@ -478,45 +552,46 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   fig.tight_layout()
   scaffold.save_figure(fig, out, 'examples', dpi=110)
 
-  best_srt = max(srt_rows, key=lambda r: r['mIoU'])
-  lo, hi = interval(boot_of[best_srt['features']] - boot_of['bilinear'])
-  claim = ('not assessed (smoke run)' if args.quick else 'reproduced' if lo > 0 else
-           'contradicted (bilinear is better)' if hi < 0 else 'not resolved (the interval includes 0)')
+  claim = verdicts[0].verdict
   cpu = bench_common.cpu_model()
   md = [
       f'Backbone: ViT `configs/srt_classifier.py{":" + preset if preset else ""}` (patch {config.vit.patch_size}, '
       f'width {config.vit.width}, depth {config.vit.depth}, {config.num_steps} steps), test accuracy '
       f'{backbone.test_accuracy:.4f}. Probe: logistic regression on {n_train} training digits '
-      f'({n_train * 784} pixels), evaluated on {n_test} test digits. Ground truth: pixel > {THRESHOLD}. '
+      f'({n_train * 784} pixels), evaluated on {n_test} test digits; SRT\'s d chosen on {n_val} other test-split '
+      f'digits (validation). Ground truth: pixel > {THRESHOLD}. '
       f'Wall time {time.time() - t0:.0f} s, of which the comparison (features, probes) {cmp_seconds:.0f} s.', '',
       f'Cost: seconds per image (`s/img`) is the median over the test batches of one jitted call on '
       f'{batch_size} images (after a warm-up call; `block_until_ready`), measured in this run for every method '
       f'with the same batch size; {cpu}, {os.cpu_count()} CPUs, load average {load_before[0]:.1f} before and '
-      f'{load_after[0]:.1f} after. Interval: 95% percentile bootstrap over the {n_test} test digits '
-      f'({n_boot} resamples, the same for every method, so differences are paired); per-image counts are in '
-      f'rows.json. `forwards` is the number of ViT passes per image, `tokens` the patch tokens of each.', '',
+      f'{load_after[0]:.1f} after. Interval: 95%, `srjax.stats.compare` on each digit\'s linearised '
+      f'contribution to the pooled mIoU (a bootstrap over the {n_test} test digits, {n_boot} resamples; per-image '
+      f'counts are in rows.json). `val mIoU`: on the validation digits (the SRT rows, which it ranks). '
+      f'`forwards` is the number of ViT passes per image, `tokens` the patch tokens of each.', '',
       scaffold.markdown_table(rows, ['features', 'forwards', 'tokens', 'mIoU [95%]', 'IoU fg', 'IoU bg',
-                                     'train mIoU', 's/img']),
+                                     'train mIoU', 'val mIoU', 's/img']),
       '',
-      '**At equal cost** (computed from the table):', '', *verdicts, '',
-      f'Appendix C claim (interpolated features do worse than SRT): best SRT mIoU {best_srt["mIoU"]:.4f} '
-      f'({best_srt["features"]}, chosen as the best of {len(srt_rows)}) vs bilinear {row["bilinear"]["mIoU"]:.4f}, '
-      f'difference [{lo:+.4f}, {hi:+.4f}] -> {claim}. Bilinear vs plain nearest: '
-      f'{row["bilinear"]["mIoU"]:.4f} vs {row["nearest"]["mIoU"]:.4f}.', '',
-      '![mIoU vs cost](miou_vs_cost.png)', '', '![mIoU vs d](miou_vs_d.png)', '', '![examples](examples.png)', '']
+      '**Claims** (paired differences of test mIoU with 95% intervals over the test digits; Holm across the '
+      f'{len(verdicts)} claims below):', '', *verdict_lines, '',
+      scaffold.verdict_table(verdicts), '',
+      f'Bilinear vs plain nearest (descriptive): {row["bilinear"]["mIoU"]:.4f} vs {row["nearest"]["mIoU"]:.4f}.', '']
+  figures = ['miou_vs_cost.png', 'miou_vs_d.png', 'examples.png']
+  tail = [f'![{f[:-4]}]({f})\n' for f in figures]
   if distilled:
     dd = distill_info['d']
     teacher_srt = {r['features']: r['mIoU'] for r in srt_rows}.get(f'SRT d={dd}')
     teacher_srt_txt = f'{teacher_srt:.4f}' if teacher_srt is not None else 'not computed'
-    md[-8:-8] = [
+    md += [
         f'Self-distillation (Eq. 6, `train/srt_distill.py`, {distill_info}): the student\'s single pass '
         f'(nearest) scores mIoU {distilled[0]["mIoU"]:.4f}, the teacher\'s single pass {row["nearest"]["mIoU"]:.4f}, '
         f'the teacher\'s SRT d={dd} (the distillation target) {teacher_srt_txt}.', '']
   path = scaffold.write_results(out, 'SRT features for a dense task: MNIST foreground segmentation by a linear probe',
-                                ['\n'.join(md)], module='eval.srt_segmentation', argv=argv, quick=args.quick)
-  scaffold.finish(path, f'SRT beats interpolation (Appendix C): {claim}; {len(verdicts)} equal-cost verdicts')
+                                ['\n'.join(md + tail)], module='eval.srt_segmentation', argv=argv, quick=args.quick,
+                                verdicts=verdicts, figures=figures, seconds=time.time() - t0)
+  scaffold.finish(path, f'SRT beats interpolation (Appendix C, {chosen} chosen on validation): {claim}; '
+                        f'{sr_stats.count(verdicts)}')
   return {'rows': rows, 'test_accuracy': backbone.test_accuracy, 'verdicts': verdicts, 'claim': claim,
-          'comparison_seconds': cmp_seconds}
+          'chosen': chosen, 'val_miou': val_miou, 'comparison_seconds': cmp_seconds}
 
 
 if __name__ == '__main__':

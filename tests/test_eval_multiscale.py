@@ -11,6 +11,7 @@ import pytest
 
 from eval import multiscale as ms
 from eval import scaffold
+from srjax import stats
 
 
 @pytest.fixture(scope='module')
@@ -74,6 +75,15 @@ def test_quick_run_files_and_tables(quick_run):
   sine_double = [r for r in t1[0] if r[0] == 'sine (1D)' and r[1] == 'double'][0]
   assert sine_double[8:10] == ['2.0713', '0.0325']
   assert re.search(r'Tables I \+ II \(2 mode\(s\), 48 rows computed', text)
+  # Every row claim of both modes goes to verdicts.json, in the smoke vocabulary, with its interval and seeds.
+  record = json.loads((out / 'verdicts.json').read_text())
+  assert record['quick'] and record['module'] == 'eval.multiscale' and record['seconds'] > 0
+  verdicts = record['verdicts']
+  assert len(verdicts) == 96 == len(result['verdicts'])
+  assert {v['verdict'] for v in verdicts} == {stats.SMOKE}
+  assert all(v['seeds'] == [s.noise_seeds, 0] and v['low'] <= v['effect'] <= v['high'] for v in verdicts)
+  assert all('Holm over 96 claim(s)' in v['procedure'] for v in verdicts)
+  assert sum(v['claim'].startswith('correct estimators: ') for v in verdicts) == 48
 
 
 def test_rows_consistent_with_amse_surfaces(quick_run):
@@ -149,6 +159,63 @@ def test_orderings_logic():
     row['best_seeds']['double'] = [[2.0, 1.0, a] for a in (0.05, 0.4, 0.1, 0.35, 0.02)]
   items = {claim: held for claim, held, _, _ in ms.orderings(rows, 'correct', s)}
   assert items['Table I: double beats sub and sup (AMSE)'] == 0
+
+
+def _rows_from_seeds(s, per_seed):
+  """Rows for every (job, mode) whose best_seeds[det] are per_seed(job, det, mode) -> [(sigma, amse)] per seed."""
+  rows = {}
+  for job in ms.table_jobs(s):
+    for mode in ms.MODES:
+      seeds = {d: [[sig, 1.0, amse] for sig, amse in per_seed(job, d, mode)] for d in ms.DETECTORS}
+      rows[job.key(mode, s.digest())] = {'best': {d: v[0] for d, v in seeds.items()}, 'sigmas': list(s.sigmas),
+                                         'bandwidths': [1.0], 'best_seeds': seeds}
+  return rows
+
+
+def test_null_rows_are_not_separated_and_holm_spans_the_report():
+  """Detectors and domains equal in truth (per-seed noise only): every row claim is 'not separated'."""
+  s = ms.make_settings(True)
+  rng = np.random.default_rng(0)
+  draws = {}
+
+  def null(job, det, mode):   # sub and sup share their draws, so min(sub, sup) - double is a symmetric null
+    key = (job.name, job.domain, mode, 'sub' if det == 'sup' else det)
+    if key not in draws:
+      draws[key] = list(zip(rng.normal(1.5, 0.3, 5), rng.normal(0.1, 0.02, 5)))
+    return draws[key]
+  verdicts, items = ms.assess(_rows_from_seeds(s, null), ms.MODES, s)
+  assert len(verdicts) == 96 and {v.verdict for v in verdicts} == {stats.NOT_SEPARATED}
+  assert all(held == 0 for mode in ms.MODES for _, held, _, _ in items[mode])
+  np.testing.assert_allclose([v.p_holm for v in verdicts], stats.holm([v.p_value for v in verdicts]))
+
+
+def test_a_row_counts_only_when_supported_after_holm():
+  s = ms.make_settings(True)
+  moderate = [0.1, 0.2, 0.15, 0.05, 0.25]   # interval excludes 0 unadjusted (p ~ 0.012), not after Holm over 48
+
+  def design(job, det, mode):
+    if job.domain == 'wavelet' or det != 'double':
+      return [(2.0, 0.3)] * 5
+    if job.name == 'doppler':            # the double detector is worse on Doppler (data): contradicted
+      return [(2.0, 0.5 + 0.01 * k) for k in range(5)]
+    if job.name == 'blip':
+      return [(2.0, 0.3 - m) for m in moderate]
+    return [(2.0, 0.1 + 0.001 * k) for k in range(5)]   # far ahead: supported
+  verdicts, items = ms.assess(_rows_from_seeds(s, design), ('correct',), s)
+  by_claim = {v.claim: v for v in verdicts}
+  blip = by_claim['correct estimators: Table II: double beats sub and sup (AMSE): blip/data '
+                  '(min(sub, sup) - double AMSE)']
+  assert blip.effect == pytest.approx(0.15) and blip.low > 0 and blip.p_value < 0.05
+  assert blip.verdict == stats.NOT_SEPARATED and blip.p_holm >= 0.05
+  doppler = by_claim['correct estimators: Table II: double beats sub and sup (AMSE): doppler/data '
+                     '(min(sub, sup) - double AMSE)']
+  assert doppler.effect < 0 and doppler.verdict == stats.CONTRADICTED
+  held = {claim: (h, t, details) for claim, h, t, details in items['correct']}
+  h, t, details = held['Table II: double beats sub and sup (AMSE)']
+  # 20 rows: the 10 wavelet rows tie (0 difference), blip and doppler (data) fail, the other 8 data rows hold.
+  assert (h, t) == (8, 20) and 'blip/data' in details and 'doppler/data' in details and 'contradicted' in details
+  smoke, _ = ms.assess(_rows_from_seeds(s, design), ('correct',), s, smoke=True)
+  assert {v.verdict for v in smoke} == {stats.SMOKE} and [v.effect for v in smoke] == [v.effect for v in verdicts]
 
 
 def test_bad_arguments():

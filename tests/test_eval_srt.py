@@ -2,6 +2,7 @@
 regression, explicit per-shift loops, hand-counted IoU), and each script's --quick run end to end."""
 from __future__ import annotations
 
+import json
 import os
 
 import jax
@@ -11,6 +12,7 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 
 from eval import srt_classify, srt_common, srt_segmentation, srt_visualize
+from srjax import stats
 from srjax.srt_lib import shift
 
 
@@ -98,7 +100,7 @@ def test_classify_quick(tmp_path):
 
 def test_segmentation_quick(tmp_path, vit_workdir):
   res = srt_segmentation.main(['--quick', '--out', str(tmp_path), '--workdir', vit_workdir])
-  for name in ('results.md', 'rows.json', 'miou_vs_cost.png', 'miou_vs_d.png', 'examples.png'):
+  for name in ('results.md', 'rows.json', 'verdicts.json', 'miou_vs_cost.png', 'miou_vs_d.png', 'examples.png'):
     assert os.path.exists(tmp_path / name)
   names = [r['features'] for r in res['rows']]
   assert names == ['nearest', 'bilinear', 'larger input x2', 'larger input x3', 'stride trick p/2',
@@ -110,43 +112,122 @@ def test_segmentation_quick(tmp_path, vit_workdir):
     assert counts.shape == (32, 4) and srt_segmentation.miou_from_counts(counts.sum(0)) == pytest.approx(r['mIoU'])
   # The stride trick and the larger input run on 4x / 9x / 16x the tokens.
   assert [r['tokens'] for r in res['rows']][:6] == [49, 49, 196, 441, 196, 784]
+  # d is chosen on the validation digits (scored for the SRT rows only), and every verdict is the smoke one.
+  val = {r['features']: r['val mIoU'] for r in res['rows'] if r['val mIoU'] != ''}
+  assert set(val) == {'SRT d=1', 'SRT d=2'} and val == res['val_miou']
+  assert res['chosen'] == max(val, key=val.get)
+  record = json.loads((tmp_path / 'verdicts.json').read_text())
+  assert record['quick'] and record['module'] == 'eval.srt_segmentation' and record['seconds'] > 0
+  assert len(record['verdicts']) >= 3 and {v['verdict'] for v in record['verdicts']} == {stats.SMOKE}
+  assert res['chosen'] in record['verdicts'][0]['claim']
+  assert record['verdicts'][0]['n'] == [32, 32]
   text = (tmp_path / 'results.md').read_text()
-  assert 'reproduced' not in text and 'beats' not in text and text.count('not assessed (smoke run)') >= 3
+  assert 'reproduced' not in text and 'supported' not in text
 
 
-def test_pareto_front_and_cost_verdicts():
-  rows = [dict(features=n, family=f, **{'s/img': c, 'mIoU': m}) for n, f, c, m in [
-      ('nearest', 'nearest', 1.0, 0.60), ('bilinear', 'bilinear', 1.1, 0.70), ('SRT d=1', 'SRT', 9.0, 0.75),
-      ('stride trick p/2', 'stride trick', 5.0, 0.80), ('SRT d=2', 'SRT', 25.0, 0.90), ('slow', 'nearest', 30.0, 0.5),
-      ('tie', 'nearest', 1.0, 0.55)]]
+def _counts(fg: np.ndarray, bg: np.ndarray, union: int = 1000) -> np.ndarray:
+  """Per-image counts [..., N, 4] with foreground / background IoU fg, bg (clipped to [0, 1]) over fixed unions."""
+  inter = lambda iou: np.round(np.clip(iou, 0, 1) * union)
+  u = np.full(np.shape(fg), union)
+  return np.stack([inter(fg), u, inter(bg), u], -1).astype(np.int64)
+
+
+def _judge_rows(names_costs):
+  return [dict(features=n, family=f, **{'s/img': c}) for n, f, c in names_costs]
+
+
+def test_judge_uses_the_validation_choice_and_tests_every_pair_at_equal_cost():
+  rows = _judge_rows([('nearest', 'nearest', 1.0), ('bilinear', 'bilinear', 1.1), ('SRT d=1', 'SRT', 9.0),
+                      ('stride trick p/2', 'stride trick', 5.0), ('SRT d=2', 'SRT', 25.0)])
+  rng = np.random.default_rng(0)
+  n = 200
+  difficulty = rng.normal(0, 0.05, n)                              # shared by every method (paired images)
+  truth = {'nearest': 0.5, 'bilinear': 0.6, 'SRT d=1': 0.7, 'stride trick p/2': 0.9, 'SRT d=2': 0.8}
+  counts = np.stack([_counts(truth[r['features']] + difficulty + rng.normal(0, 0.05, n), 0.95 + 0 * difficulty)
+                     for r in rows])
+  pooled = {r['features']: float(srt_segmentation.miou_from_counts(c.sum(0))) for r, c in zip(rows, counts)}
+  for r in rows:
+    r['mIoU'] = pooled[r['features']]
+  assert pooled['SRT d=2'] > pooled['SRT d=1']      # the test digits prefer d=2 ...
+  val = {'SRT d=1': 0.9, 'SRT d=2': 0.85}           # ... the validation digits d=1: the eval must take d=1
+  verdicts, chosen, lines = srt_segmentation.judge(rows, counts, val, ['SRT d=1', 'SRT d=2', 'SRT d=3'])
+  assert chosen == 'SRT d=1'
+  appendix = verdicts[0]
+  assert 'SRT d=1' in appendix.claim and 'validation' in appendix.claim
+  assert appendix.effect == pytest.approx(pooled['SRT d=1'] - pooled['bilinear'], abs=1e-12)
+  assert appendix.verdict == stats.SUPPORTED and appendix.low > 0
+  # Every method that costs no more, each its own claim (the Appendix C pair is not repeated at d=1).
+  texts = [v.claim for v in verdicts[1:]]
+  assert texts == [f'At equal cost: SRT d={d} beats {o} (which costs no more), mIoU' for d, o in
+                   [(1, 'nearest'), (1, 'stride trick p/2'), (2, 'nearest'), (2, 'bilinear'), (2, 'SRT d=1'),
+                    (2, 'stride trick p/2')]]
+  by_text = {v.claim: v for v in verdicts}
+  stride = by_text['At equal cost: SRT d=2 beats stride trick p/2 (which costs no more), mIoU']
+  assert stride.effect == pytest.approx(pooled['SRT d=2'] - pooled['stride trick p/2'], abs=1e-12)
+  assert stride.effect < 0 and stride.verdict == stats.CONTRADICTED   # the stride trick beats SRT d=2, cheaper
+  assert by_text['At equal cost: SRT d=2 beats SRT d=1 (which costs no more), mIoU'].verdict == stats.SUPPORTED
+  # One Holm family over the report's claims.
+  np.testing.assert_allclose([v.p_holm for v in verdicts], stats.holm([v.p_value for v in verdicts]))
+  assert all(f'Holm over {len(verdicts)} claim(s)' in v.procedure for v in verdicts)
+  # The stride trick is better and cheaper than both SRT rows: no SRT row on the Pareto front (descriptive).
+  assert lines[-1].endswith('nearest, bilinear, stride trick p/2. SRT rows on it: none.'), lines[-1]
+  smoke, _, _ = srt_segmentation.judge(rows, counts, val, ['SRT d=1'], quick=True)
+  assert {v.verdict for v in smoke} == {stats.SMOKE}
+
+
+def test_judge_null_is_not_separated():
+  """SRT and bilinear equal in truth (per-image noise only): the Appendix C claim is 'not separated'."""
+  rows = _judge_rows([('bilinear', 'bilinear', 1.0), ('SRT d=1', 'SRT', 9.0), ('SRT d=2', 'SRT', 25.0)])
+  for seed in range(5):
+    rng = np.random.default_rng(seed)
+    difficulty = rng.normal(0, 0.1, 150)
+    counts = np.stack([_counts(0.7 + difficulty + rng.normal(0, 0.05, 150), 0.9 + rng.normal(0, 0.02, 150))
+                       for _ in rows])
+    for r, c in zip(rows, counts):
+      r['mIoU'] = float(srt_segmentation.miou_from_counts(c.sum(0)))
+    verdicts, _, _ = srt_segmentation.judge(rows, counts, {'SRT d=1': 0.5, 'SRT d=2': 0.4}, [])
+    assert [v.verdict for v in verdicts] == [stats.NOT_SEPARATED], (seed, verdicts)
+
+
+def test_judge_bad_arguments():
+  rows = _judge_rows([('bilinear', 'bilinear', 1.0), ('SRT d=1', 'SRT', 9.0)])
+  for r in rows:
+    r['mIoU'] = 0.5
+  counts = np.stack([_counts(np.full(4, 0.5), np.full(4, 0.9))] * 2)
+  with pytest.raises(ValueError, match='counts'):
+    srt_segmentation.judge(rows, counts[:1], {'SRT d=1': 0.5}, [])
+  with pytest.raises(ValueError, match='val_miou'):
+    srt_segmentation.judge(rows, counts, {'SRT d=3': 0.5}, [])
+  with pytest.raises(ValueError, match='val_miou'):
+    srt_segmentation.judge(rows, counts, {}, [])
+  with pytest.raises(ValueError, match='rows'):
+    srt_segmentation.judge(rows[1:], counts[1:], {'SRT d=1': 0.5}, [])
+
+
+def test_pareto_front():
+  costs = [1.0, 1.1, 9.0, 5.0, 25.0, 30.0, 1.0]
+  scores = [0.60, 0.70, 0.75, 0.80, 0.90, 0.5, 0.55]
   # By hand: nearest (cheapest), bilinear, stride (beats SRT d=1 at less cost), SRT d=2 (the best); 'slow',
   # SRT d=1 and 'tie' (as costly as nearest, worse) are dominated.
-  assert srt_segmentation.pareto_front([r['s/img'] for r in rows], [r['mIoU'] for r in rows]) == [0, 1, 3, 4]
-  # Paired bootstrap stand-in: each method's samples = its mIoU + a shared jitter, so differences are exact.
-  jitter = np.random.default_rng(0).normal(0, 0.01, 500)
-  boot = np.array([r['mIoU'] + jitter for r in rows])
-  lines = srt_segmentation.cost_verdicts(rows, boot, ['SRT d=1', 'SRT d=2', 'SRT d=3'], quick=False)
-  assert len(lines) == 3  # SRT d=3 is absent
-  assert '**stride trick p/2**' in lines[0] and 'stride trick p/2 beats SRT d=1' in lines[0]
-  assert '**SRT d=2**' in lines[1] and 'SRT d=2 beats every method' in lines[1]
-  assert 'Is SRT on the front? yes: SRT d=2.' in lines[2]
-  quick = srt_segmentation.cost_verdicts(rows, boot, ['SRT d=1'], quick=True)
-  assert all('not assessed (smoke run)' in line and 'beats' not in line for line in quick)
+  assert srt_segmentation.pareto_front(costs, scores) == [0, 1, 3, 4]
 
 
-def test_paired_bootstrap_miou_matches_pooled_iou():
+def test_miou_influence_gives_the_pooled_miou_and_its_bootstrap_interval():
   rng = np.random.default_rng(2)
-  gt = rng.uniform(size=(12, 6, 6)) > 0.6
-  pred_a = gt ^ (rng.uniform(size=gt.shape) > 0.9)
-  pred_b = gt ^ (rng.uniform(size=gt.shape) > 0.7)
-  counts = np.stack([srt_segmentation.iou_counts(p, gt) for p in (pred_a, pred_b, pred_a)])
-  for c, p in zip(counts, (pred_a, pred_b)):
-    assert srt_segmentation.miou_from_counts(c.sum(0)) == pytest.approx(srt_segmentation.iou_scores(p, gt)['mIoU'])
-  boot = srt_segmentation.paired_bootstrap_miou(counts, n_boot=300)
-  np.testing.assert_array_equal(boot[0], boot[2])  # the same resample for every method
-  assert boot[0].std() > 0 and not np.array_equal(boot[0], boot[1])
-  lo, hi = srt_segmentation.interval(boot[0])
-  assert lo < srt_segmentation.iou_scores(pred_a, gt)['mIoU'] < hi
+  gt = rng.uniform(size=(60, 6, 6)) > 0.6
+  pred = gt ^ (rng.uniform(size=gt.shape) > 0.8)
+  counts = srt_segmentation.iou_counts(pred, gt)
+  z = srt_segmentation.miou_influence(counts)
+  pooled = srt_segmentation.iou_scores(pred, gt)['mIoU']
+  assert z.shape == (60,) and z.mean() == pytest.approx(pooled, abs=1e-12)
+  assert srt_segmentation.miou_from_counts(counts.sum(0)) == pytest.approx(pooled)
+  # Against the bootstrap of the pooled ratio itself (images resampled, the mIoU recomputed from the counts).
+  w = rng.multinomial(60, np.full(60, 1 / 60), size=4000)
+  direct = srt_segmentation.miou_from_counts(w @ counts.astype(np.float64))
+  c = srt_segmentation.row_intervals(counts[None])
+  assert float(c.effect[0]) == pytest.approx(pooled, abs=1e-12)
+  assert float(c.se[0]) == pytest.approx(direct.std(), rel=0.15)
+  assert c.low[0] < pooled < c.high[0]
 
 
 def test_visualize_quick(tmp_path, vit_workdir):
@@ -167,3 +248,25 @@ def test_pca_rgb_recovers_a_linear_embedding():
   coef, *_ = np.linalg.lstsq(a, rgb.reshape(-1, 3)[inside.ravel()], rcond=None)
   np.testing.assert_allclose(a @ coef, rgb.reshape(-1, 3)[inside.ravel()], atol=1e-6)
   assert jax.tree_util.tree_leaves(rgb)[0].shape == (16, 16, 3)
+
+
+def test_classify_judge_chooses_on_the_validation_half():
+  """The SRT row that gains on the validation half is chosen, though another gains on the test half; every row is
+  then judged on the test half alone, Holm-corrected."""
+  rng = np.random.default_rng(6)
+  n = 400
+  val, test = srt_classify.split_halves(n)
+  single = rng.uniform(size=n) < 0.7
+  d1, d2 = single.copy(), single.copy()
+  d1[val] |= rng.uniform(size=val.size) < 0.3      # d=1 gains on the validation half only
+  d2[test] |= rng.uniform(size=test.size) < 0.3    # d=2 gains on the test half only
+  row = lambda method, d, ok: {'method': method, 'd': d, 'correct': ok}
+  per_seed = [[row('single', 0, single), row('SRT (exclude)', 1, d1), row('SRT (exclude)', 2, d2),
+               row('logits TTA', 1, single)]]
+  verdicts, chosen, sentence = srt_classify.judge(per_seed)
+  assert chosen == 'SRT (exclude) d=1' and 'SRT (exclude) d=1' in sentence
+  by_label = {v.claim.split(':')[0]: v for v in verdicts}
+  assert by_label['SRT (exclude) d=1'].effect == 0.0 and by_label['SRT (exclude) d=1'].verdict == stats.NOT_SEPARATED
+  assert by_label['SRT (exclude) d=2'].verdict == stats.SUPPORTED
+  assert by_label['SRT (exclude) d=2'].n == (test.size, test.size)
+  np.testing.assert_allclose([v.p_holm for v in verdicts], stats.holm([v.p_value for v in verdicts]))

@@ -5,13 +5,24 @@
                               [--set field=value]
 
 Cost (2 CPU cores): the default run computes every Table I and Table II row twice, with srjax's correct
-estimators and with `reference_quirks=True`, each over 5 noise seeds (240 grid searches; the paper's orderings
-count a row only when the 95% t interval over the seeds of the paired difference excludes 0): about five
-minutes at the default 256^2 image size (one seed took about a minute; `--set noise_seeds=1` restores that)
-(results.md's Timing section records the wall and CPU time of each run, with the load average). It then draws
-the figures, the Fig. 9 level sweep included (a few minutes more). `--quick` runs everything on tiny grids (one
-bandwidth, 10 trials) in well under a minute, mostly XLA compile time, and draws the recovered-signal figures for
-the first mode only (the test). `--set field=value` overrides any field of `eval.multiscale.Settings`.
+estimators and with `reference_quirks=True`, each over 5 noise seeds (240 grid searches): about five minutes at
+the default 256^2 image size (one seed took about a minute; `--set noise_seeds=1` restores that, but then no row
+has an interval and none counts) (results.md's Timing section records the wall and CPU time of each run, with
+the load average). It then draws the figures, the Fig. 9 level sweep included (a few minutes more); the
+statistics take about a second. `--quick` runs everything on tiny grids (one bandwidth, 10 trials, 3 noise
+seeds) in well under a minute (15 s with `--no-figures` and a warm compilation cache), mostly XLA compile
+time, and draws the recovered-signal figures for the first mode only (the test). `--set field=value` overrides
+any field of `eval.multiscale.Settings`.
+
+Verdicts (`srjax.stats`; `report.assess`). Each of the paper's orderings (the double detector beats sub and sup;
+the multiscale domain needs less noise; it gives a lower AMSE) is checked row by row: one claim per row, the mean
+over the noise seeds of the paired per-seed difference with a 95% interval (`srjax.stats.compare`, the seeds as
+units, t with S - 1 df). All 96 row claims of a default run (48 per mode) are Holm-corrected together, and a row
+counts for its ordering only when its claim is `supported`; `contradicted` rows show the opposite ordering.
+With 5 seeds that takes a mean difference of about 10 standard errors of the seed mean (t(4) at 0.05 / 96),
+i.e. about 4.6 times the seed-to-seed sd of the difference.
+verdicts.json records every row claim for `python -m eval.report`; a --quick run reads 'not assessed (smoke
+run)'.
 
 What it does
 ------------
@@ -42,8 +53,9 @@ Settings (fixed before looking at any result; nothing was tuned toward the paper
 
 Outputs in --out: `rows.jsonl` (one JSON line per finished row, appended as soon as the row finishes: nothing
 is lost on a crash, and a rerun with the same --out and settings skips the rows already there; `--fresh`
-recomputes everything), PNG figures and `results.md` (tables next to the paper's numbers, the orderings the
-paper claims and whether they hold, figure links, settings, timings).
+recomputes everything), PNG figures, `results.md` (tables next to the paper's numbers, the orderings the
+paper claims and on how many rows they are supported, every row claim, figure links, settings, timings) and
+`verdicts.json`.
 
 The package: `experiment` (settings, rows, one grid search per row), `report` (tables and claims), `figures`
 and `driver` (flags, the resumable row store of `eval.scaffold`, results.md).
@@ -51,4 +63,4 @@ and `driver` (flags, the resumable row store of `eval.scaffold`, results.md).
 from eval.multiscale.driver import main, parse_args, run_jobs, settings_from
 from eval.multiscale.experiment import (DETECTORS, DOMAINS, IMAGES, MODES, Job, Settings, get_row, level_jobs,
                                         make_settings, run_row, table_jobs)
-from eval.multiscale.report import orderings, sections
+from eval.multiscale.report import assess, orderings, sections

@@ -17,6 +17,7 @@ from eval import scaffold
 from eval.multiscale import figures
 from eval.multiscale import report
 from eval.multiscale.experiment import MODES, Job, Settings, level_jobs, make_settings, run_row, table_jobs
+from srjax import stats as sr_stats
 
 DEFAULT_OUT = 'results/multiscale'
 
@@ -94,6 +95,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         flush=True)
 
   load_start = os.getloadavg()[0]
+  run_start = time.perf_counter()
   start, cpu_start = time.perf_counter(), time.process_time()
   computed, resumed = run_jobs(table_jobs(s), modes, s, store, 'Tables I+II')
   table_seconds = time.perf_counter() - start
@@ -115,12 +117,17 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     fig_seconds = time.perf_counter() - start
     timings.append(f'- Figures (Fig. 9 sweep: {c2} rows computed, {r2} resumed): {fig_seconds:.1f} s.')
     print(timings[-1][2:], flush=True)
-  results = scaffold.write_results(out, report.TITLE, report.sections(store, modes, s, drawn, '\n'.join(timings)),
+  verdicts, items = report.assess(store, modes, s, smoke=args.quick)
+  results = scaffold.write_results(out, report.TITLE,
+                                   report.sections(store, modes, s, drawn, '\n'.join(timings), (verdicts, items)),
                                    module='eval.multiscale', argv=sys.argv[1:] if argv is None else argv,
-                                   quick=args.quick)
+                                   quick=args.quick, verdicts=verdicts, figures=drawn,
+                                   seconds=time.perf_counter() - run_start)
   with open(results) as f:
     print(f.read())
-  held = [(h, t) for m in modes for _, h, t, _ in report.orderings(store, m, s)]
-  scaffold.finish(results, f'orderings shown on {sum(h for h, _ in held)} of {sum(t for _, t in held)} rows '
-                           f'(95% interval over {s.noise_seeds} noise seeds excludes 0)')
-  return dict(rows=store, settings=s, table_seconds=table_seconds, figures=drawn)
+  held = [(h, t) for m in modes for _, h, t, _ in items[m]]
+  scaffold.finish(results, f'orderings supported on {sum(h for h, _ in held)} of {sum(t for _, t in held)} rows '
+                           f'(95% interval over {s.noise_seeds} noise seeds, Holm across the report); '
+                           f'{sr_stats.count(verdicts)}')
+  return dict(rows=store, settings=s, table_seconds=table_seconds, figures=drawn, verdicts=verdicts,
+              orderings=items)
