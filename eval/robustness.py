@@ -52,8 +52,8 @@ x 20 draws x 2 losses, ~6 min; Square and the transfer check ~1 min; attribution
 min), per ConvNeXt about 3 min; so about 36 min for the 6 models, plus 6 trainings of ~3 min each (18 min) when no
 workdirs are given: about 1 h in all. Each row's measured seconds are in results.md's cost table, the total wall
 time at its end. `--paper` (5 seeds, the `:paper` training preset, 100 steps, 5,000 queries, 500 attacked and 100
-attributed examples) is for an accelerator. `--quick` uses the `:smoke` preset (with `model.depthwise=conv`,
-which compiles faster; same math), 2 seeds per arm and tiny settings (the tests run it); it is compile-bound.
+attributed examples) is for an accelerator. `--quick` uses the `:smoke` preset (with `model.depthwise=conv` and
+`model.solver=scan`, which compile faster; same math), 2 seeds per arm and tiny settings (the tests run it); it is compile-bound.
 
 Outputs in --out: results.md, verdicts.json (for `python -m eval.report`), rows.jsonl (one finished measurement
 per line: a killed run resumes), figures noise.png, robust.png, attribution.png.
@@ -243,6 +243,9 @@ def check_same_data(configs_a: Sequence[Any], configs_b: Sequence[Any]) -> None:
                          'paired comparisons need the same data config')
 
 
+_SHARED: dict[str, Any] = {}   # architecture -> the first Trained loaded with it (its apply_fn keys the jit caches)
+
+
 def load_arms(arm_a: Sequence[str], arm_b: Sequence[str]) -> tuple[list[Model], list[Model]]:
   """Loads both arms' models; models of one architecture share one apply_fn, so their programs compile once.
 
@@ -258,10 +261,9 @@ def load_arms(arm_a: Sequence[str], arm_b: Sequence[str]) -> tuple[list[Model], 
   models_a = [load_model(w, '--arm-a') for w in arm_a]
   models_b = [load_model(w, '--arm-b') for w in arm_b]
   check_same_data([m.trained.config for m in models_a], [m.trained.config for m in models_b])
-  shared: dict[str, Any] = {}
   for m in [*models_a, *models_b]:
     arch = json.dumps(m.trained.config.model.to_dict(), sort_keys=True)
-    first = shared.setdefault(arch, m.trained)
+    first = _SHARED.setdefault(arch, m.trained)
     m.trained = dataclasses.replace(m.trained, apply_fn=first.apply_fn, predict=first.predict)
   names = [m.name for m in [*models_a, *models_b]]
   for m in [*models_a, *models_b]:   # same basename in two folders: show the parent too
@@ -280,8 +282,9 @@ def train_runs(out: str, kind: str, seeds: Sequence[int], *, quick: bool = False
   workdirs = []
   for seed in seeds:
     config = spectro.get_config('smoke' if quick else 'paper' if paper else None)
-    if quick:  # a smoke run is compile-bound: the grouped conv compiles in half the time of 49 shifted adds
-      common.override(config, {'model.depthwise': 'conv'})
+    if quick:  # a smoke run is compile-bound: the grouped conv compiles in half the time of 49 shifted adds, the
+      # scan solver faster than diffrax (the same Euler-Maruyama math)
+      common.override(config, {'model.depthwise': 'conv', 'model.solver': 'scan'})
     common.override(config, list(overrides))
     common.override(config, {'model.kind': kind, 'seed': int(seed)})
     workdir = os.path.join(out, 'runs', f'{kind}-s{seed}')
@@ -527,7 +530,7 @@ def bands(snr_db: np.ndarray) -> np.ndarray:
 def _mean(values: Sequence[float], mask: np.ndarray | None = None) -> float:
   v = np.asarray(values, np.float64)
   if mask is not None:
-    v = v[np.asarray(mask, bool)[:v.shape[-1]]]
+    v = v[..., np.asarray(mask, bool)[:v.shape[-1]]]
   return float(v.mean()) if v.size else float('nan')
 
 
