@@ -195,6 +195,14 @@ def test_quick_end_to_end(quick_run):
   before = open(out / 'rows.jsonl').read()
   rb.main(['--quick', '--seeds', '2', '--out', str(out)])
   assert open(out / 'rows.jsonl').read() == before
+  # --workdir still works (the notebook's call): ConvNeXt runs form arm A, the others arm B; one seed each.
+  old = out.parent / 'old'
+  old.mkdir()
+  shutil.copy(out / 'rows.jsonl', old / 'rows.jsonl')
+  text = open(rb.main(['--quick', '--workdir', str(out / 'runs' / 'nsde-s0'), '--workdir',
+                       str(out / 'runs' / 'convnext-s0'), '--out', str(old)])).read()
+  assert 'Verdicts: arm B (nsde, 1 seed) against arm A (convnext, 1 seed)' in text
+  assert open(old / 'rows.jsonl').read() == before   # the same runs: every row reused
 
 
 @pytest.mark.slow
