@@ -128,7 +128,7 @@ class Settings:
 
 # --quick: every kind of measurement once, at the smallest sizes (compile-bound; Linf, the same code path as L2
 # with other compiles, is left out).
-QUICK = dict(n_attack=8, n_attr=4, batch=60, attack_batch=8, attr_batch=4, noise=(0.05, 0.2), l2_eps=(0.5,),
+QUICK = dict(n_attack=8, n_attr=4, batch=60, attack_batch=8, attr_batch=4, noise=(0.2,), l2_eps=(0.5,),
              linf_eps=(), l2_large=4.0, eot=2, steps=2, queries=8, n_targets=2, ig_steps=4, ig_chunk=4,
              stability_samples=2, tunnel_samples=2, abc_samples=8)
 PAPER_SETTINGS = dict(n_attack=500, n_attr=100, attack_batch=100, steps=100, queries=5000)
