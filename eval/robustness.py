@@ -46,14 +46,18 @@ default design can detect (`srjax.stats`' simulations): with 3 seeds per arm and
 accuracy points for clean and noise accuracy; the attack and attribution subsets (48 and 32 examples) detect only
 large effects (tens of points).
 
-Cost (an estimate, not a measurement of a full run: per-model costs timed on small runs on the 2-core CPU, load
-average ~2, scaled to the default sizes): per NSDE about 9 min (AutoAttack 'rand', 9 eps x 48 examples x 25 steps
-x 20 draws x 2 losses, ~6 min; Square and the transfer check ~1 min; attribution with 8 draws and the tunnel ~2
-min), per ConvNeXt about 3 min; so about 36 min for the 6 models, plus 6 trainings of ~3 min each (18 min) when no
-workdirs are given: about 1 h in all. Each row's measured seconds are in results.md's cost table, the total wall
-time at its end. `--paper` (5 seeds, the `:paper` training preset, 100 steps, 5,000 queries, 500 attacked and 100
-attributed examples) is for an accelerator. `--quick` uses the `:smoke` preset (with `model.depthwise=conv` and
-`model.solver=scan`, which compile faster; same math), 2 seeds per arm and tiny settings (the tests run it); it is compile-bound.
+Cost (an estimate, not a measured full run): per-pass costs were timed on the 2-core CPU (load average ~2) with
+default-config models trained for 2 steps (16 attacked and 8 attributed spectrograms), then scaled to the default
+sizes, assuming ~80% of the attacked points are still robust when each attack starts. The NSDE costs ~0.8 ms per
+image per draw forward and ~1.6 ms per image per draw forward+backward. Per NSDE about 15 min: AutoAttack 'rand'
+(48 examples x 25 steps x 20 draws, APGD-CE then APGD-DLR on the survivors, 9 eps) ~7 min, Square (1,000
+queries) ~1.5 min, integrated gradients with 8 draws ~1 min plain and ~3 min with the tunnel, ABC ~1 min, clean
+and noise accuracy on 1,500 spectrograms x 8 draws ~1.3 min. Per ConvNeXt about 4 min. So about 55 min for the 6
+models, plus 6 trainings of ~3 min each (18 min) when no workdirs are given: about 1 h 15 min in all. Each row's
+measured seconds are in results.md's cost table, the total wall time at its end.
+`--paper` (5 seeds, the `:paper` training preset, 100 steps, 5,000 queries, 500 attacked and 100 attributed
+examples) is for an accelerator. `--quick` uses the `:smoke` preset (with `model.depthwise=conv` and
+`model.solver=scan`, which compile faster; same math), 2 seeds per arm and tiny settings; it is compile-bound.
 
 Outputs in --out: results.md, verdicts.json (for `python -m eval.report`), rows.jsonl (one finished measurement
 per line: a killed run resumes), figures noise.png, robust.png, attribution.png.
@@ -717,8 +721,12 @@ def _arm_workdirs(args: argparse.Namespace, out: str) -> tuple[list[str], list[s
       if not _has_checkpoint(w):
         load_model(w, '--workdir')   # the one-line error
     kinds = [_kind(loop.read_config(w)) for w in args.workdir]
-    return ([w for w, k in zip(args.workdir, kinds) if k == 'convnext'],
-            [w for w, k in zip(args.workdir, kinds) if k != 'convnext'])
+    arm_a = [w for w, k in zip(args.workdir, kinds) if k == 'convnext']
+    arm_b = [w for w, k in zip(args.workdir, kinds) if k != 'convnext']
+    if not arm_a or not arm_b:
+      raise SystemExit(f'{MODULE}: --workdir needs a ConvNeXt run (arm A) and another run (arm B), got kinds '
+                       f'{kinds}; use --arm-a/--arm-b to compare other arms')
+    return arm_a, arm_b
   if (args.arm_a is None) != (args.arm_b is None):
     raise SystemExit(f'{MODULE}: give both --arm-a and --arm-b (or neither, to train the default arms)')
   if args.arm_a is not None:
