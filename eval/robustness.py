@@ -49,11 +49,11 @@ large effects (tens of points).
 Cost (an estimate, not a measured full run): per-pass costs were timed on the 2-core CPU (load average ~2) with
 default-config models trained for 2 steps (16 attacked and 8 attributed spectrograms), then scaled to the default
 sizes, assuming ~80% of the attacked points are still robust when each attack starts. The NSDE costs ~0.8 ms per
-image per draw forward and ~1.6 ms per image per draw forward+backward. Per NSDE about 15 min: AutoAttack 'rand'
+image per draw forward and ~1.6 ms per image per draw forward+backward. Per NSDE about 16 min: AutoAttack 'rand'
 (48 examples x 25 steps x 20 draws, APGD-CE then APGD-DLR on the survivors, 9 eps) ~7 min, Square (1,000
-queries) ~1.5 min, integrated gradients with 8 draws ~1 min plain and ~3 min with the tunnel, ABC ~1 min, clean
-and noise accuracy on 1,500 spectrograms x 8 draws ~1.3 min. Per ConvNeXt about 4 min. So about 55 min for the 6
-models, plus 6 trainings of ~3 min each (18 min) when no workdirs are given: about 1 h 15 min in all. Each row's
+queries) ~1.5 min, integrated gradients with 8 draws ~1 min plain and ~3 min with the tunnel, ABC ~2 min, clean
+and noise accuracy on 1,500 spectrograms x 8 draws ~1.3 min. Per ConvNeXt about 4 min. So about 1 h for the 6
+models, plus 6 trainings of ~3 min each (18 min) when no workdirs are given: about 1 h 20 min in all. Each row's
 measured seconds are in results.md's cost table, the total wall time at its end.
 `--paper` (5 seeds, the `:paper` training preset, 100 steps, 5,000 queries, 500 attacked and 100 attributed
 examples) is for an accelerator. `--quick` uses the `:smoke` preset (with `model.depthwise=conv` and
