@@ -873,6 +873,10 @@ def _verdict_section(v, arms, settings) -> str:
           f'resampled; Holm over this report\'s {len(v)} claims (`srjax.stats`). "{MASKED}": the claim would be '
           'supported, but the favoured arm failed a gradient-masking check for that norm.\n\n')
   text += scaffold.verdict_table(v)
+  missing = [c[1] for c in CLAIMS if c[1] not in {x.claim for x in v}]
+  if missing:
+    text += ('\n\nNot measured (no eps for that norm, or fewer than 2 attributed examples that every model gets '
+             'right): ' + '; '.join(missing) + '.')
   paper = ', '.join(f'{k}: NSDE {x["nsde"]}, ConvNeXt {x["convnext"]}' for k, x in PAPER.items())
   return text + f'\n\nThe paper\'s numbers (its own data and models, not comparable in level): {paper}.'
 
