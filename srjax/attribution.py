@@ -194,7 +194,8 @@ class Stability(NamedTuple):
 def stability(apply_fn: Callable[..., jax.Array], params: Any, x: jax.Array, target: Any, *, key: jax.Array,
               radius: float = 0.02, n_samples: int = 10, baseline: Any = None, steps: int = 50,
               method: str = 'gausslegendre', chunk: int | None = None, stochastic: bool = False,
-              model_key: jax.Array | None = None, draws: int = 1) -> Stability:
+              model_key: jax.Array | None = None, draws: int = 1, tunnel_samples: int = 0,
+              tunnel_stdev: float = 0.1) -> Stability:
   """How much integrated-gradients attributions change when the input moves a little.
 
   Perturbations d_s ~ uniform[-radius, radius]^D, d_s = radius * uniform(fold_in(key, s), x.shape, -1, 1) for
@@ -202,6 +203,11 @@ def stability(apply_fn: Callable[..., jax.Array], params: Any, x: jax.Array, tar
   they are not clipped to the data range. The target class stays fixed. For a stochastic model the same
   `draws` realisations (from `model_key`) serve x and every x + d_s, so the measure sees the input change only,
   not the model's own noise.
+
+  With `tunnel_samples` T > 0 the attribution is the noise tunnel (SmoothGrad) of integrated gradients:
+  A(x) = mean_t IG(x + tunnel_stdev * N_t), N_t = normal(fold_in(fold_in(key, TUNNEL_STREAM), t), x.shape), the
+  same T noise samples for x and for every x + d_s (as `noise_tunnel` with nt_type='smoothgrad', but with common
+  input noise, so the measure sees the perturbation d_s, not the tunnel's own Monte Carlo error).
 
   Why the relative L2 change is the headline measure: attributions scale with the model's scores (a model whose
   logits are twice as large has attributions twice as large and twice as large changes), and two models, such as
@@ -217,23 +223,28 @@ def stability(apply_fn: Callable[..., jax.Array], params: Any, x: jax.Array, tar
     radius: Linf radius of the perturbations, >= 0.
     n_samples: number of perturbations >= 1.
     model_key: PRNG key of the model's draws (stochastic only).
+    tunnel_samples: noisy copies T of the noise tunnel, >= 0 (0: plain integrated gradients).
+    tunnel_stdev: the tunnel's Gaussian input noise std, >= 0.
 
   Returns:
     `Stability` of [B] float32 arrays.
 
   Raises:
-    ValueError: radius < 0, n_samples < 1, and as `integrated_gradients`.
+    ValueError: radius < 0, n_samples < 1, tunnel_samples < 0, tunnel_stdev < 0, and as `integrated_gradients`.
 
   References:
     Yeh et al. 2019, Sec. 3 (max-sensitivity); Captum's `captum.metrics.sensitivity_max`.
   """
   checks.integer('n_samples', n_samples, 1)
   checks.in_range('radius', radius, 0.0)
+  checks.integer('tunnel_samples', tunnel_samples, 0)
+  checks.in_range('tunnel_stdev', tunnel_stdev, 0.0)
   x, target, baseline = _validate(apply_fn, x, target, baseline)
   chunk = _validate_model(steps, method, chunk, stochastic, model_key, draws)
   rel, rel_max, log_abs = _stability(apply_fn, params, x, target, baseline, key, _key_or_dummy(model_key),
-                                     jnp.float32(radius), _path(method, steps, chunk), n_samples=n_samples,
-                                     stochastic=bool(stochastic), draws=draws)
+                                     jnp.float32(radius), _path(method, steps, chunk), jnp.float32(tunnel_stdev),
+                                     n_samples=n_samples, stochastic=bool(stochastic), draws=draws,
+                                     tunnel_samples=tunnel_samples)
   return Stability(rel, rel_max, log_abs)
 
 
@@ -475,12 +486,27 @@ def _flat_norms(v):
   return jnp.sqrt(jnp.sum(flat * flat, axis=1)), jnp.sum(jnp.abs(flat), axis=1)
 
 
-@functools.partial(jax.jit, static_argnames=('apply_fn', 'n_samples', 'stochastic', 'draws'))
-def _stability(apply_fn, params, x, target, baseline, key, model_key, radius, path, *, n_samples, stochastic,
-               draws):
+TUNNEL_STREAM = 0x7FFFFFFF   # fold_in(key, TUNNEL_STREAM): the noise tunnel's stream in `stability`
+
+
+@functools.partial(jax.jit, static_argnames=('apply_fn', 'n_samples', 'stochastic', 'draws', 'tunnel_samples'))
+def _stability(apply_fn, params, x, target, baseline, key, model_key, radius, path, tunnel_stdev, *, n_samples,
+               stochastic, draws, tunnel_samples):
   keys = _model_keys(model_key, draws, stochastic)
-  ig = functools.partial(_ig_core, apply_fn, params, target=target, baseline=baseline, keys=keys, path=path,
-                         stochastic=stochastic)
+  plain = functools.partial(_ig_core, apply_fn, params, target=target, baseline=baseline, keys=keys, path=path,
+                            stochastic=stochastic)
+  k_tunnel = jax.random.fold_in(key, TUNNEL_STREAM)
+
+  def ig(x):
+    if not tunnel_samples:
+      return plain(x=x)
+
+    def body(total, t):   # the same noise N_t for x and every x + d_s
+      noise = jax.random.normal(jax.random.fold_in(k_tunnel, t), x.shape, x.dtype)
+      return total + plain(x=x + tunnel_stdev * noise).astype(jnp.float32), None
+
+    total, _ = jax.lax.scan(body, jnp.zeros(x.shape, jnp.float32), jnp.arange(tunnel_samples))
+    return (total / tunnel_samples).astype(x.dtype)
   # Scan index 0 computes A(x) itself (d = 0), so the attribution program is compiled once, not twice.
 
   def body(carry, s):

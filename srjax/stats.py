@@ -269,8 +269,10 @@ def compare(a: Any, b: Any = None, *, paired: bool | None = None, level: float =
   reps = _replicates(a, b, paired, resamples, seed)
   effect = a.mean((-2, -1)) if b is None else b.mean((-2, -1)) - a.mean((-2, -1))
   parts = [_components(a)] + ([] if b is None else [_components(b)])
-  # The two levels both carry the (seed x example) cell variance: remove one count.
-  var = np.maximum(reps.var(-1, ddof=1) - sum(d for d, _, _ in parts), 0.0)
+  # The two levels both carry the (seed x example) cell variance: remove one count, but never more than the seed
+  # level itself carried (with 2-3 seeds its estimate can fall below the cell share by chance; removing the full
+  # share then ate the example level's variance too and left se = 0).
+  var = np.maximum(reps.var(-1, ddof=1) - sum(np.minimum(d, v) for d, v, _ in parts), 0.0)
   se = np.sqrt(var)
   # Welch-Satterthwaite: seed components with S - 1 df each, the rest (examples) with N - 1.
   seed_var = sum(v for _, v, _ in parts)

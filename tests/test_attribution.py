@@ -168,6 +168,32 @@ def test_stability_of_a_linear_model_in_closed_form(data):
   np.testing.assert_allclose(np.asarray(st2.log_abs_change), np.asarray(st.log_abs_change) + np.log(2), rtol=1e-5)
 
 
+def test_noise_tunnel_stability_of_a_linear_model_in_closed_form(data):
+  # With the tunnel, A(x) = mean_t (x + s N_t - b) * w. The tunnel's noise is shared by x and x + d, so the change
+  # is still d * w (the numerator, hence log_abs_change, equals the plain one) and only ||A(x)|| changes.
+  key = jax.random.key(9)
+  n, radius, stdev, t = 3, 0.05, 0.3, 4
+  kw = dict(key=key, radius=radius, n_samples=n, baseline=data['baseline'], steps=4)
+  plain = attr.stability(linear, data['lin'], data['x'], data['target'], **kw)
+  tunnel = attr.stability(linear, data['lin'], data['x'], data['target'], tunnel_samples=t, tunnel_stdev=stdev,
+                          **kw)
+  np.testing.assert_allclose(np.asarray(tunnel.log_abs_change), np.asarray(plain.log_abs_change), rtol=1e-4)
+  w = np.asarray(data['lin']['w'])[:, data['target']].T.reshape(B, H, W, C).astype(np.float64)
+  k_tunnel = jax.random.fold_in(key, attr.TUNNEL_STREAM)
+  noise = np.mean([np.asarray(jax.random.normal(jax.random.fold_in(k_tunnel, i), data['x'].shape))
+                   for i in range(t)], 0)
+  a0 = (data['x'] + stdev * noise - data['baseline']) * w
+  a0_plain = (data['x'] - data['baseline']) * w
+  scale = np.linalg.norm(a0_plain.reshape(B, -1), axis=1) / np.linalg.norm(a0.reshape(B, -1), axis=1)
+  np.testing.assert_allclose(np.asarray(tunnel.relative_l2), np.asarray(plain.relative_l2) * scale, rtol=1e-4)
+  assert not np.allclose(scale, 1.0)   # the tunnel did change A(x)
+  # No noise: the tunnel is the plain attribution.
+  zero = attr.stability(linear, data['lin'], data['x'], data['target'], tunnel_samples=2, tunnel_stdev=0.0, **kw)
+  np.testing.assert_allclose(np.asarray(zero.relative_l2), np.asarray(plain.relative_l2), rtol=1e-5)
+  with pytest.raises(ValueError, match='tunnel_samples'):
+    attr.stability(linear, data['lin'], data['x'], data['target'], tunnel_samples=-1, **kw)
+
+
 def test_constant_classifier_has_abc_one(data):
   params = {'c': jnp.asarray([0.1, 2.0, -1.0])}
   for fn, stochastic in ((constant, False), (constant_stochastic, True)):

@@ -52,7 +52,7 @@ def test_notebook_runs_on_the_cpu(tmp_path):
   for i in range(n_code):
     assert f'CELL {i} OK' in proc.stdout
   assert 'on a CPU the notebook uses the :smoke presets' in proc.stdout
-  assert "Which of the paper's claims held:" in proc.stdout and '| claim |' in proc.stdout
+  assert 'Verdicts: arm B' in proc.stdout and '| claim |' in proc.stdout
   for path in ('figures_smoke/training_curves.png', 'figures_smoke/lite0_srt.png', 'robustness_smoke/noise.png',
-               'robustness_smoke/apgd.png', 'robustness_smoke/attribution.png'):
+               'robustness_smoke/robust.png', 'robustness_smoke/attribution.png'):
     assert os.path.getsize(tmp_path / path) > 1000, path

@@ -128,3 +128,22 @@ def test_argument_errors_name_the_argument():
     stats.compare(np.zeros((2, 3)), np.zeros((2, 4)), paired=True)
   with pytest.raises(ValueError, match='^b: got nan'):
     stats.compare(np.zeros((2, 3)), np.full((2, 3), np.nan))
+
+
+def test_two_seeds_agreeing_by_chance_keep_the_example_level_variance():
+  """Regression (a null comparison of smoke models in eval.robustness): each arm's two seeds happen to have equal
+  accuracy, so the seed level's variance estimate is 0, below the (seed x example) share the double-count
+  correction removes; removing all of it used to leave se = 0 and call a 7.5-point difference on 60 examples
+  certain. The example level's variance must stay: se at least that of the paired per-example differences."""
+  rng = np.random.default_rng(0)
+  n = 60
+  a = np.zeros((2, n))
+  a[0, rng.choice(n, 5, replace=False)] = 1
+  a[1, rng.choice(n, 5, replace=False)] = 1
+  b = np.zeros((2, n))
+  b[0, rng.choice(n, 9, replace=False)] = 1
+  b[1, rng.choice(n, 9, replace=False)] = 1
+  c = stats.compare(a, b, paired=True)
+  floor = np.sqrt((b.mean(0) - a.mean(0)).var(ddof=1) / n) * 0.85   # bootstrap (N-1)/N and Monte Carlo slack
+  assert c.effect == pytest.approx(4 / 60) and c.se >= floor > 0
+  assert c.p_value > 0.05
