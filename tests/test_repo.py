@@ -24,6 +24,16 @@ def test_ci_runs_the_readme_test_command_verbatim():
   assert commands[0].strip() in _read('.ci/run')
 
 
+def test_the_test_commands_plugins_are_declared():
+  """`-n 2` needs pytest-xdist and `--timeout` pytest-timeout: in a fresh venv an undeclared plugin makes pytest
+  reject the command line before it collects a test."""
+  from tests.test_dependencies import declared
+  command = re.search(r"pip install -e '\.\[test\]' && ([^`\n]+)", _read('README.md')).group(1)
+  plugins = {'-n': 'pytest-xdist', '--dist': 'pytest-xdist', '--timeout': 'pytest-timeout'}
+  needed = {plugin for flag, plugin in plugins.items() if re.search(rf'(^|\s){flag}(\s|=|$)', command)}
+  assert needed <= declared(), f'{command!r} needs {sorted(needed - declared())} in the test extra'
+
+
 def test_readme_gives_the_main_job_command():
   assert 'pip install -e . && python -m train.nsde --config configs/spectro.py' in _read('README.md')
 
