@@ -17,7 +17,7 @@ from configs import classifier as classifier_config
 from jax.sharding import NamedSharding, PartitionSpec as P
 from tests import loop_probe, tfds_tiny
 from train import loop
-from tests.conftest import ROOT
+from tests.conftest import ROOT, TEST_XLA_FLAGS
 from train import checkpoint
 
 SMOKE = [sys.executable, '-m', 'train.classifier', '--config', 'configs/classifier.py:smoke']
@@ -26,6 +26,7 @@ SMOKE = [sys.executable, '-m', 'train.classifier', '--config', 'configs/classifi
 def _env(**extra: str) -> dict[str, str]:
   env = {k: v for k, v in os.environ.items() if k not in ('XLA_FLAGS', 'JAX_NUM_CPU_DEVICES')}
   env.update(JAX_PLATFORMS='cpu', PYTHONPATH=ROOT, **extra)
+  env['XLA_FLAGS'] = f"{TEST_XLA_FLAGS} {extra.get('XLA_FLAGS', '')}".strip()
   return env
 
 

@@ -13,7 +13,7 @@ import pytest
 from scipy import stats
 
 from srjax import sweep
-from tests.conftest import ROOT
+from tests.conftest import ROOT, TEST_XLA_FLAGS
 
 N, H, W, K = 37, 3, 4, 3
 CONTRASTS = (1.0, 0.5, 0.2)
@@ -224,7 +224,7 @@ print(json.dumps({'devices': jax.device_count(), 'accuracy': r.accuracy.tolist()
 @pytest.mark.slow
 def test_eight_devices_equal_one():
   env = {k: v for k, v in os.environ.items() if k not in ('XLA_FLAGS', 'JAX_NUM_CPU_DEVICES')}
-  env.update(JAX_PLATFORMS='cpu', PYTHONPATH=ROOT, XLA_FLAGS='--xla_force_host_platform_device_count=8')
+  env.update(JAX_PLATFORMS='cpu', PYTHONPATH=ROOT, XLA_FLAGS=f'{TEST_XLA_FLAGS} --xla_force_host_platform_device_count=8')
   proc = subprocess.run([sys.executable, '-c', _SUBPROCESS], cwd=ROOT, env=env, capture_output=True, text=True,
                         timeout=240)
   assert proc.returncode == 0, proc.stderr[-3000:]

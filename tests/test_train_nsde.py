@@ -14,14 +14,14 @@ import pytest
 
 from configs import common
 from configs import spectro as spectro_config
-from tests.conftest import ROOT, tree_digest
+from tests.conftest import ROOT, TEST_XLA_FLAGS, tree_digest
 from train import checkpoint, loop, metrics
 from train import nsde as train_nsde
 
 
 def _main_job(cwd, *args: str) -> subprocess.CompletedProcess:
   env = {k: v for k, v in os.environ.items() if k not in ('XLA_FLAGS', 'JAX_NUM_CPU_DEVICES')}
-  env.update(JAX_PLATFORMS='cpu', PYTHONPATH=ROOT, SRJAX_CACHE_DIR=str(cwd / 'cache'))
+  env.update(JAX_PLATFORMS='cpu', PYTHONPATH=ROOT, SRJAX_CACHE_DIR=str(cwd / 'cache'), XLA_FLAGS=TEST_XLA_FLAGS)
   return subprocess.run([sys.executable, '-m', 'train.nsde', '--config', os.path.join(ROOT, 'configs/spectro.py:smoke'),
                          *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
 
