@@ -2,10 +2,14 @@
 
   python -m train.nsde --config configs/spectro.py [--config.model.kind=convnext] [--workdir DIR]
 
-Cost (measured with this command on a quiet 2-core CPU, spectrograms already cached): 2 min 50 s wall for the
-NSDE (154 s of training) and 3 min 00 s for the ConvNeXt (175 s), peak RSS 2.6 GB; generating the 10,000
-spectrograms the first time adds 10-30 s. On a CPU shared with other jobs (load average 8-14) the same runs took
-24-26 min. Test accuracy: ConvNeXt 0.831, NSDE 0.813 (the summary line prints them; identical under load).
+Cost (measured with this command, spectrograms already cached, AMD EPYC, 2 cores): 2 min 50 s wall for the
+NSDE (154 s of training) and 3 min 00 s for the ConvNeXt (175 s) on a quiet CPU before the depthwise
+convolution got its own gradient; after it, 3 min 49 s wall for the NSDE (202 s of training) with the load
+average rising from 0.8 to 2.7 (another job on the cores), and 5.5 min for a ConvNeXt seed and 5.5-8 min for an
+NSDE seed inside the full `eval.robustness` run at load 4-6. Peak RSS 2.6 GB; generating the 10,000
+spectrograms the first time adds 10-30 s; at load 8-14 the same runs took 24-26 min. Test accuracy: ConvNeXt
+0.831, NSDE 0.816 with seed 0 (0.813 before the new gradient changed the order of floating-point operations).
+`python -m eval.bench.nsde` times one training step against PyTorch (timm's blocks) on the same CPU.
 
 Default: the small 'cpu' ConvNeXt (3 stages, depths 1-1-2, widths 24-48-96, 4x4 patchify stem), the 10,000
 generated 64x64 spectrograms (70/15/15 train/val/test; generated once, ~10-25 s, then cached), 1,500 AdamW steps
