@@ -9,6 +9,7 @@ import pytest
 
 from eval import report, scaffold
 from srjax import stats
+from tests.conftest import ROOT
 
 
 def _verdicts(smoke):
@@ -49,6 +50,8 @@ def test_results_md_is_regenerated_from_the_stored_verdicts(tmp_path, capsys):
     assert f'| {v["claim"]} | {v["verdict"]} | {v["effect"]:+.4f} [{v["low"]:+.4f}, {v["high"]:+.4f}]' in text
   assert '`python -m eval.full --seeds 3`' in text and '2.1 min wall' in text
   assert '[fig.png](results/a_full/fig.png)' in text
+  missing = text[text.index('Not in this report'):].split('\n')[0]   # every real eval lacks a full run here
+  assert all(f'`python -m {m}`' in missing for m in report.EVALS) and 'eval.full' not in missing
   smoke_part = text[text.index('## Smoke runs'):]
   assert stats.SMOKE_BANNER in smoke_part and 'not assessed (smoke run)' in smoke_part
   assert 'reproduced' not in text.lower()
@@ -64,3 +67,16 @@ def test_results_md_is_regenerated_from_the_stored_verdicts(tmp_path, capsys):
   report.main(['--results', str(results), '--out', out])
   assert '| noise helps | contradicted |' in open(out).read()
   assert os.path.exists(out)
+
+
+def test_the_committed_results_md_is_generated_from_the_committed_verdicts():
+  """RESULTS.md at the top level is `python -m eval.report`'s output over the committed results/*/verdicts.json:
+  regenerating it gives the same bytes, so nobody edited it by hand, and it lists only full runs."""
+  committed = os.path.join(ROOT, 'RESULTS.md')
+  records = report.gather(os.path.join(ROOT, 'results'))
+  assert records and not any(r.get('quick') for r in records)
+  with open(committed) as f:
+    assert report.render(records, committed) == f.read()
+  for r in records:                                   # every figure the report links is committed beside it
+    for figure in r.get('figures', []):
+      assert os.path.getsize(os.path.join(r['folder'], figure)) > 1000, (r['folder'], figure)
