@@ -200,6 +200,7 @@ def test_quantised_model_defeats_gradients_but_not_square():
                           queries=500, n_targets=3)
   acc = {entry.attack: entry.robust_accuracy for entry in res.log}
   assert [entry.attack for entry in res.log] == ['clean', 'apgd-ce', 'apgd-t', 'fab-t', 'square']
+  assert all(entry.eot == 1 for entry in res.log)
   assert acc['clean'] == acc['apgd-ce'] == acc['apgd-t'] == acc['fab-t'] == 1.0
   assert acc['square'] <= 0.5
   _assert_inside(res.x_adv, x, 0.2, 'Linf')
@@ -254,6 +255,7 @@ def test_rand_is_the_default_for_a_model_that_takes_a_key_and_fools_exactly_the_
   res = attack.autoattack(noisy_three_class, params, x, y, eps=eps, norm='Linf', key=jax.random.key(5),
                           stochastic=True, steps=20)
   assert [entry.attack for entry in res.log] == ['clean', 'apgd-ce', 'apgd-dlr']   # version='rand' (EOT 20)
+  assert [entry.eot for entry in res.log] == [20, 20, 20]
   assert res.log[0].robust_accuracy == 1.0
   np.testing.assert_array_equal(np.asarray(res.robust), ratios > 1)
   _assert_inside(res.x_adv, x, eps, 'Linf')

@@ -36,11 +36,14 @@ class AttackLog(NamedTuple):
     attacked: how many points the attack ran on (the points still robust before it).
     robust_accuracy: the fraction of all points still classified correctly after it, in [0, 1].
     seconds: its wall time (including compilation on a first call).
+    eot: noise draws per gradient and per judged prediction (20 for version='rand' on a model that takes a key,
+      1 for a deterministic model), so a log says which protocol produced its numbers.
   """
   attack: str
   attacked: int
   robust_accuracy: float
   seconds: float
+  eot: int = 1
 
 
 class AutoAttackResult(NamedTuple):
@@ -142,7 +145,7 @@ def autoattack(apply_fn: Callable[..., jax.Array], params: Any, x: jax.Array, y:
   probs = common.predict(apply_fn, params, x, k_clean, eot=eot, stochastic=stochastic)
   robust = np.array(jnp.argmax(probs, -1) == y)
   x_adv = x
-  log = [AttackLog('clean', batch, float(robust.mean()), time.perf_counter() - start)]
+  log = [AttackLog('clean', batch, float(robust.mean()), time.perf_counter() - start, eot)]
   if verbose:
     print(_line(log[-1]), flush=True)
   for name in names:
@@ -162,7 +165,7 @@ def autoattack(apply_fn: Callable[..., jax.Array], params: Any, x: jax.Array, y:
       x_adv = x_adv.at[idx[fooled]].set(out[0][fooled].astype(x.dtype))
       robust[idx[fooled]] = False
     jax.block_until_ready(x_adv)
-    log.append(AttackLog(name, attacked, float(robust.mean()), time.perf_counter() - start))
+    log.append(AttackLog(name, attacked, float(robust.mean()), time.perf_counter() - start, eot))
     if verbose:
       print(_line(log[-1]), flush=True)
   return AutoAttackResult(x_adv, jnp.asarray(robust), tuple(log))
