@@ -45,7 +45,7 @@ def _cost(record: dict[str, Any]) -> str:
   if seconds is None:
     return 'not measured'
   load = record.get('load_average')
-  return (f'{seconds / 60:.1f} min wall on {record.get("cpus", "?")} CPU(s)'
+  return (f'{seconds / 60:.1f} min of measured compute on {record.get("cpus", "?")} CPU(s)'
           + (f', load average {load:.1f}' if load is not None else ''))
 
 

@@ -46,15 +46,11 @@ default design can detect (`srjax.stats`' simulations): with 3 seeds per arm and
 accuracy points for clean and noise accuracy; the attack and attribution subsets (48 and 32 examples) detect only
 large effects (tens of points).
 
-Cost (an estimate, not a measured full run): per-pass costs were timed on the 2-core CPU (load average ~2) with
-default-config models trained for 2 steps (16 attacked and 8 attributed spectrograms), then scaled to the default
-sizes, assuming ~80% of the attacked points are still robust when each attack starts. The NSDE costs ~0.8 ms per
-image per draw forward and ~1.6 ms per image per draw forward+backward. Per NSDE about 16 min: AutoAttack 'rand'
-(48 examples x 25 steps x 20 draws, APGD-CE then APGD-DLR on the survivors, 9 eps) ~7 min, Square (1,000
-queries) ~1.5 min, integrated gradients with 8 draws ~1 min plain and ~3 min with the tunnel, ABC ~2 min, clean
-and noise accuracy on 1,500 spectrograms x 8 draws ~1.3 min. Per ConvNeXt about 4 min. So about 1 h for the 6
-models, plus 6 trainings of ~3 min each (18 min) when no workdirs are given: about 1 h 20 min in all. Each row's
-measured seconds are in results.md's cost table, the total wall time at its end.
+Cost, measured (the committed results/robustness run, 2026-12-05, 2-core AMD EPYC, load average 1.9 to 6
+because the test suite ran beside it for part of the time): 6 trainings of 1,500 steps ~43 min; the
+measurements 70 min (NSDE 13 to 20 min each, mostly AutoAttack 'rand' with EOT 20 and the noise tunnel;
+ConvNeXt 5 to 12 min each, mostly FAB-T and Square on the points APGD leaves); about 1 h 50 min of wall time in
+all (not measured on a quiet machine; there one NSDE trains in ~3 min 50 s, see configs/spectro.py). Each row's seconds are in results.md's cost table.
 `--paper` (5 seeds, the `:paper` training preset, 100 steps, 5,000 queries, 500 attacked and 100 attributed
 examples) is for an accelerator. `--quick` uses the `:smoke` preset (with `model.depthwise=conv` and
 `model.solver=scan`, which compile faster; same math), 2 seeds per arm and tiny settings; it is compile-bound.
@@ -759,11 +755,13 @@ def main(argv: Sequence[str] | None = None) -> str:
   names = figures(out, results, arms, settings)
   sections.append('## Figures\n\n' + '\n'.join(f'![{n}]({n})' for n in names))
   sections.append(_cost_section(results, arms))
-  sections.append(f'Wall time of this run: {wall:.0f} s (rows already in rows.jsonl are not recomputed); '
-                  f'load average {os.getloadavg()[0]:.1f}.')
+  compute = sum(float(row.get('seconds', 0.0)) for m in (*models_a, *models_b) for row in results[m.key].values())
+  sections.append(f'Measurement time, the sum of the cost table: {compute:.0f} s (training not included). Wall time '
+                  f'of this run: {wall:.0f} s (rows already in rows.jsonl are not recomputed); load average '
+                  f'{os.getloadavg()[0]:.1f}.')
   path = scaffold.write_results(out, 'Robustness of the NSDE ConvNeXt (arXiv 2409.01532)', sections,
                                 module=MODULE, argv=argv, quick=args.quick, verdicts=v, figures=names,
-                                seconds=wall)
+                                seconds=compute)
   scaffold.finish(path, f'arm A {len(models_a)} x {models_a[0].kind}, arm B {len(models_b)} x {models_b[0].kind}, '
                   f'{wall:.0f} s; {stats.count(v)}')
   return path

@@ -95,7 +95,8 @@ def write_results(out: str, title: str, sections: Sequence[str], *, module: str,
 
   A --quick report (quick=True) opens with the banner `srjax.stats.SMOKE_BANNER` and may not contain the word
   "reproduced": its numbers come from models trained for seconds. With `verdicts`, `out/verdicts.json` records
-  them with the command, the measured wall time, the figures and whether it was a smoke run, for
+  them with the command, the measured time (`seconds`: the run's wall time, or the summed seconds of its stored
+  rows where a run can resume), the figures and whether it was a smoke run, for
   `python -m eval.report`. Files are written to a temporary name and renamed, so a crash never leaves a
   half-written report.
 

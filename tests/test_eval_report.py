@@ -48,7 +48,7 @@ def test_results_md_is_regenerated_from_the_stored_verdicts(tmp_path, capsys):
   stored = json.load(open(results / 'a_full' / 'verdicts.json'))
   for v in stored['verdicts']:                        # every stored claim, verdict and interval is in the table
     assert f'| {v["claim"]} | {v["verdict"]} | {v["effect"]:+.4f} [{v["low"]:+.4f}, {v["high"]:+.4f}]' in text
-  assert '`python -m eval.full --seeds 3`' in text and '2.1 min wall' in text
+  assert '`python -m eval.full --seeds 3`' in text and '2.1 min of measured compute' in text
   assert '[fig.png](results/a_full/fig.png)' in text
   missing = text[text.index('Not in this report'):].split('\n')[0]   # every real eval lacks a full run here
   assert all(f'`python -m {m}`' in missing for m in report.EVALS) and 'eval.full' not in missing
