@@ -320,8 +320,8 @@ def noise_map(attributions: jax.Array, *, size: tuple[int, int] | None = None,
 
   Args:
     attributions: [B, H, W, C] float (e.g. from `integrated_gradients`).
-    size: (h, w) of the output; None keeps (H, W). For `srjax.nsde.apply(..., noise='attribution')` keep the
-      default: it takes the map at the input's size and area-averages it to each stage's resolution itself.
+    size: (h, w) of the output; None keeps (H, W). For `srjax.nsde.apply` with `AttributionShaped()` noise keep
+      the default: it takes the map at the input's size and area-averages it to each stage's resolution itself.
       `size` is for other uses (e.g. shaping one feature map of your own).
     normalize: 'rms', 'max' or 'mean'.
 

@@ -11,23 +11,32 @@ ConvNeXt's. The noise is on in training and at test; `predict` averages the soft
 2019, Sec. 3: "noise at test time" and averaged predictions; arXiv 2409.01532, Sec. 2: noise injected into the
 residual connections during training).
 
-Noise shapes S (`noise=`), always a lineax `DiagonalLinearOperator` of sigma * S acting on the Brownian increment:
+The SDE is a value, `SDE(sigma, noise, path, solver)`: frozen, hashable (a static argument of `jax.jit`), and
+validated once when it is built; `sigma` is its one pytree leaf, so it may also be traced (one compile for every
+sigma). A ConvNeXt is `sde=None`. Its parts are values too:
 
-  'brownian'     S = 1: independent Brownian motion per feature (Var x_T - x_0 = sigma^2 T with zero drift).
-  'smoothed'     S = 1 on a spatially correlated Brownian motion: each increment is white noise blurred by a
-                 separable Gaussian of std `smoothing` feature-map pixels (circular boundary), with the kernel
-                 scaled to unit L2 norm so that every feature keeps variance dt; sigma means the same as for
-                 'brownian'.
-  'attribution'  S = a per-example map [B, H, W] (or [B, H, W, 1]) at input resolution, area-averaged to each
-                 stage's resolution and broadcast over channels: more noise where the map is large. Build it
-                 from integrated-gradients attributions with `srjax.attribution.noise_map` (Jha et al.'s attribution-shaped
-                 noise); the library takes the map as an input and stays pure.
+  noise (S, a lineax `DiagonalLinearOperator` of sigma * S acting on the Brownian increment):
+    Brownian()          S = 1: independent Brownian motion per feature (Var x_T - x_0 = sigma^2 T with zero drift).
+    Smoothed(std)       S = 1 on a spatially correlated Brownian motion: each increment is white noise blurred by a
+                        separable Gaussian of std `std` feature-map pixels (circular boundary), with the kernel
+                        scaled to unit L2 norm so that every feature keeps variance dt; sigma means the same as
+                        for Brownian().
+    AttributionShaped() S = a per-example map [B, H, W] (or [B, H, W, 1]) at input resolution, area-averaged to
+                        each stage's resolution and broadcast over channels: more noise where the map is large.
+                        Build it from integrated-gradients attributions with `srjax.attribution.noise_map` (Jha et
+                        al.'s attribution-shaped noise) and pass it as `noise_map=`; the library stays pure.
+  path (the Brownian control):
+    Folded()            the increment of step k from `fold_in(key, k)`: a valid Brownian path on the integer grid,
+                        cheap and differentiable under diffrax's `RecursiveCheckpointAdjoint` (diffrax's
+                        `UnsafeBrownianPath` is not).
+    VirtualTree(tol)    diffrax's `VirtualBrownianTree`.
+  solver:
+    DiffraxEuler()      `diffeqsolve(MultiTerm(ODETerm, ControlTerm), Euler(), dt0=1)`.
+    ScanEuler()         the same math as a plain `lax.scan` (the benchmark's baseline, `scan_solve`); with the
+                        Folded() path both give the same draws.
 
-Brownian path (`path=`): 'folded' (default) draws the increment of step k from `fold_in(key, k)`, a valid
-Brownian path on the integer grid that is cheap and differentiable under diffrax's `RecursiveCheckpointAdjoint`
-(diffrax's `UnsafeBrownianPath` is not); 'tree' uses diffrax's `VirtualBrownianTree`. `solver='diffrax'` runs
-`diffeqsolve(MultiTerm(ODETerm, ControlTerm), Euler(), dt0=1)`; `solver='scan'` is the same math as a plain
-`lax.scan` (the benchmark's baseline, `scan_solve`). With the 'folded' path both give the same draws.
+`from_config(config.model)` turns a config's plain fields (kind, sigma, noise, smoothing, path, solver) into
+the value; it is the only place the option names are spelled.
 
 The drift is called through `Block.apply` with the stage's stacked block params passed in diffrax's `args` and
 indexed by floor(t), never through bound submodules (a bound module inside the solver leaks tracers).
@@ -39,6 +48,7 @@ References:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any, Callable
 
@@ -52,9 +62,6 @@ import numpy as np
 from srjax import checks
 from srjax.models.convnext import Block, ConvNeXt
 
-NOISES = ('brownian', 'smoothed', 'attribution')
-SOLVERS = ('diffrax', 'scan')
-PATHS = ('folded', 'tree')
 
 
 def _blur(z: jax.Array, std: float) -> jax.Array:
@@ -111,26 +118,149 @@ class SmoothedTree(diffrax.AbstractPath):
     return _blur(z, self.smoothing) if self.smoothing > 0 else z
 
 
-def brownian_path(key: jax.Array, shape: tuple[int, ...], depth: int, *, path: str = 'folded',
-                  smoothing: float = 0.0) -> diffrax.AbstractPath:
-  """The Brownian control of one stage on [0, depth] ('folded' or diffrax's 'tree')."""
-  checks.one_of('path', path, PATHS)
-  if path == 'folded':
-    return FoldedBrownian(0.0, float(depth), key, tuple(shape), float(smoothing))
-  tree = diffrax.VirtualBrownianTree(0.0, float(depth), tol=1e-3, shape=jax.ShapeDtypeStruct(shape, jnp.float32),
-                                     key=key)
-  return SmoothedTree(tree, float(smoothing))
+# --- the SDE as a value -------------------------------------------------------------------------------------
 
+@dataclasses.dataclass(frozen=True)
+class Brownian:
+  """S = 1: independent Brownian motion per feature."""
+  needs_map = False
+  blur_std = 0.0
 
-def _stage_shape(noise: str, noise_map: jax.Array | None, y: jax.Array) -> jax.Array:
-  """S for a stage state y [B, h, w, C], broadcast to y's shape."""
-  if noise != 'attribution':
+  def scale(self, noise_map: jax.Array | None, y: jax.Array) -> jax.Array:
+    """S broadcast to the stage state y [B, h, w, C]."""
+    del noise_map
     return jnp.ones_like(y)
-  m = noise_map[..., 0] if noise_map.ndim == 4 else noise_map
-  b, big_h, big_w = m.shape
-  h, w = y.shape[1], y.shape[2]
-  pooled = m.reshape(b, h, big_h // h, w, big_w // w).mean(axis=(2, 4))
-  return jnp.broadcast_to(pooled[..., None], y.shape)
+
+
+@dataclasses.dataclass(frozen=True)
+class Smoothed(Brownian):
+  """S = 1 on Brownian increments blurred by a unit-L2-norm Gaussian of std `std` feature-map pixels (> 0)."""
+  std: float = 1.0
+
+  def __post_init__(self):
+    checks.in_range('Smoothed.std', float(self.std), 0.0, low_open=True)
+
+  @property
+  def blur_std(self) -> float:
+    return float(self.std)
+
+
+@dataclasses.dataclass(frozen=True)
+class AttributionShaped:
+  """S = a per-example map at input resolution (`noise_map=`), area-averaged to each stage, over channels."""
+  needs_map = True
+  blur_std = 0.0
+
+  def scale(self, noise_map: jax.Array, y: jax.Array) -> jax.Array:
+    """S for a stage state y [B, h, w, C] from the map [B, H, W] or [B, H, W, 1]: the mean of each block."""
+    m = noise_map[..., 0] if noise_map.ndim == 4 else noise_map
+    b, big_h, big_w = m.shape
+    h, w = y.shape[1], y.shape[2]
+    pooled = m.reshape(b, h, big_h // h, w, big_w // w).mean(axis=(2, 4))
+    return jnp.broadcast_to(pooled[..., None], y.shape)
+
+
+@dataclasses.dataclass(frozen=True)
+class Folded:
+  """Brownian increments from fold_in(key, step) on the integer grid (see `FoldedBrownian`)."""
+
+  def control(self, key: jax.Array, shape: tuple[int, ...], depth: int, blur_std: float) -> diffrax.AbstractPath:
+    """The Brownian control of one stage on [0, depth]."""
+    return FoldedBrownian(0.0, float(depth), key, tuple(shape), float(blur_std))
+
+
+@dataclasses.dataclass(frozen=True)
+class VirtualTree:
+  """diffrax's `VirtualBrownianTree` with tolerance `tol` (> 0), blurred like `Folded` when the noise is."""
+  tol: float = 1e-3
+
+  def __post_init__(self):
+    checks.in_range('VirtualTree.tol', float(self.tol), 0.0, low_open=True)
+
+  def control(self, key: jax.Array, shape: tuple[int, ...], depth: int, blur_std: float) -> diffrax.AbstractPath:
+    tree = diffrax.VirtualBrownianTree(0.0, float(depth), tol=float(self.tol),
+                                       shape=jax.ShapeDtypeStruct(tuple(shape), jnp.float32), key=key)
+    return SmoothedTree(tree, float(blur_std))
+
+
+@dataclasses.dataclass(frozen=True)
+class DiffraxEuler:
+  """Euler-Maruyama by `diffrax.diffeqsolve` on MultiTerm(ODETerm, ControlTerm), RecursiveCheckpointAdjoint."""
+
+  def solve(self, drift: Callable, diag: jax.Array, control: diffrax.AbstractPath, y0: jax.Array, args: Any,
+            depth: int) -> jax.Array:
+    terms = diffrax.MultiTerm(diffrax.ODETerm(drift),
+                              diffrax.ControlTerm(lambda t, y, a: lx.DiagonalLinearOperator(diag), control))
+    sol = diffrax.diffeqsolve(terms, diffrax.Euler(), 0.0, float(depth), 1.0, y0, args=args,
+                              saveat=diffrax.SaveAt(t1=True), max_steps=depth,
+                              adjoint=diffrax.RecursiveCheckpointAdjoint(checkpoints=depth))
+    return sol.ys[0]
+
+
+@dataclasses.dataclass(frozen=True)
+class ScanEuler:
+  """The same Euler-Maruyama as a plain `lax.scan` (`scan_solve`)."""
+
+  def solve(self, drift: Callable, diag: jax.Array, control: diffrax.AbstractPath, y0: jax.Array, args: Any,
+            depth: int) -> jax.Array:
+    return scan_solve(drift, diag, control, y0, args, depth)
+
+
+NOISES = (Brownian, Smoothed, AttributionShaped)
+PATHS = (Folded, VirtualTree)
+SOLVERS = (DiffraxEuler, ScanEuler)
+
+
+def _check_value(name: str, value: Any, kinds: tuple[type, ...]) -> None:
+  if not isinstance(value, kinds):
+    checks.fail(name, value, ' or '.join(f'{k.__name__}(...)' for k in kinds))
+
+
+@functools.partial(jax.tree_util.register_dataclass, data_fields=['sigma'], meta_fields=['noise', 'path', 'solver'])
+@dataclasses.dataclass(frozen=True)
+class SDE:
+  """The NSDE's stochastic part, dx = f(x) dt + sigma S dW per stage (see the module docstring).
+
+  Attributes:
+    sigma: diffusion scale, >= 0 (0 gives exactly the ConvNeXt). A pytree leaf: it may be traced.
+    noise: Brownian(), Smoothed(std) or AttributionShaped() (the last needs `noise_map=` in `apply`).
+    path: Folded() or VirtualTree(tol).
+    solver: DiffraxEuler() or ScanEuler() (same math).
+
+  Raises (when built):
+    ValueError: sigma < 0 (a traced sigma is not range-checked), or a field that is not one of its values.
+  """
+  sigma: float | jax.Array = 0.1
+  noise: Brownian | Smoothed | AttributionShaped = Brownian()
+  path: Folded | VirtualTree = Folded()
+  solver: DiffraxEuler | ScanEuler = DiffraxEuler()
+
+  def __post_init__(self):
+    if not isinstance(self.sigma, jax.core.Tracer):
+      checks.in_range('SDE.sigma', float(np.asarray(self.sigma)), 0.0)
+    _check_value('SDE.noise', self.noise, NOISES)
+    _check_value('SDE.path', self.path, PATHS)
+    _check_value('SDE.solver', self.solver, SOLVERS)
+
+
+def from_config(model_config: Any) -> SDE | None:
+  """The `SDE` of a config's model fields, or None for a ConvNeXt (model.kind 'convnext').
+
+  Reads model.kind ('nsde' | 'convnext'), model.sigma, model.noise ('brownian' | 'smoothed' | 'attribution'),
+  model.smoothing (the std of Smoothed), model.path ('folded' | 'tree') and model.solver ('diffrax' | 'scan').
+
+  Raises:
+    ValueError: an unknown name in one of those fields (named as `model.<field>`), sigma < 0 or smoothing <= 0.
+  """
+  m = model_config
+  if checks.one_of('model.kind', m.kind, ('nsde', 'convnext')) == 'convnext':
+    return None
+  noise = {'brownian': Brownian, 'smoothed': lambda: Smoothed(float(m.smoothing)), 'attribution': AttributionShaped}
+  paths = {'folded': Folded, 'tree': VirtualTree}
+  solvers = {'diffrax': DiffraxEuler, 'scan': ScanEuler}
+  return SDE(sigma=float(m.sigma), noise=noise[checks.one_of('model.noise', m.noise, tuple(noise))](),
+             path=paths[checks.one_of('model.path', m.path, tuple(paths))](),
+             solver=solvers[checks.one_of('model.solver', m.solver, tuple(solvers))]())
 
 
 def _input_channels(params: Any) -> int | None:
@@ -161,8 +291,8 @@ def _drift_fn(block: Block, rates: jax.Array, depth: int, train: bool):
 
 
 def solve_stage(block: Block, stacked: Any, y0: jax.Array, key: jax.Array, *, sigma: float | jax.Array,
-                shape: jax.Array, rates: jax.Array, smoothing: float = 0.0, path: str = 'folded',
-                solver: str = 'diffrax', train: bool = False) -> jax.Array:
+                shape: jax.Array, rates: jax.Array, smoothing: float = 0.0, path: Folded | VirtualTree = Folded(),
+                solver: DiffraxEuler | ScanEuler = DiffraxEuler(), train: bool = False) -> jax.Array:
   """Euler-Maruyama at dt = 1 of one stage's SDE dx = f_{floor(t)}(x) dt + sigma S dW on [0, depth].
 
   Args:
@@ -174,8 +304,8 @@ def solve_stage(block: Block, stacked: Any, y0: jax.Array, key: jax.Array, *, si
     shape: S, broadcastable to y0.
     rates: [depth] stochastic-depth rates.
     smoothing: spatial blur std of the increments (pixels; 0 = none).
-    path: 'folded' or 'tree'.
-    solver: 'diffrax' (Euler on MultiTerm(ODETerm, ControlTerm), RecursiveCheckpointAdjoint) or 'scan'.
+    path: Folded() or VirtualTree(tol).
+    solver: DiffraxEuler() or ScanEuler().
     train: stochastic depth on.
 
   Returns:
@@ -185,16 +315,8 @@ def solve_stage(block: Block, stacked: Any, y0: jax.Array, key: jax.Array, *, si
   noise_key, drop_key = jax.random.split(key)
   drift = _drift_fn(block, rates, depth, train)
   diag = sigma * jnp.broadcast_to(shape, y0.shape).astype(y0.dtype)
-  control = brownian_path(noise_key, y0.shape, depth, path=path, smoothing=smoothing)
-  args = (stacked, drop_key)
-  if solver == 'scan':
-    return scan_solve(drift, diag, control, y0, args, depth)
-  terms = diffrax.MultiTerm(diffrax.ODETerm(drift),
-                            diffrax.ControlTerm(lambda t, y, a: lx.DiagonalLinearOperator(diag), control))
-  sol = diffrax.diffeqsolve(terms, diffrax.Euler(), 0.0, float(depth), 1.0, y0, args=args,
-                            saveat=diffrax.SaveAt(t1=True), max_steps=depth,
-                            adjoint=diffrax.RecursiveCheckpointAdjoint(checkpoints=depth))
-  return sol.ys[0]
+  control = path.control(noise_key, y0.shape, depth, smoothing)
+  return solver.solve(drift, diag, control, y0, (stacked, drop_key), depth)
 
 
 def scan_solve(drift: Callable, diag: jax.Array, control: diffrax.AbstractPath, y0: jax.Array, args: Any,
@@ -207,100 +329,84 @@ def scan_solve(drift: Callable, diag: jax.Array, control: diffrax.AbstractPath, 
   return jax.lax.scan(step, y0, jnp.arange(depth))[0]
 
 
-def check_options(*, sigma: Any = 0.0, noise: str = 'brownian', solver: str = 'diffrax', path: str = 'folded',
-                  smoothing: float = 1.0) -> None:
-  """Validates the NSDE options at the public boundary (a traced sigma is not range-checked).
-
-  Raises:
-    ValueError: unknown noise, solver or path name; sigma < 0; smoothing <= 0 with noise 'smoothed'.
-  """
-  checks.one_of('noise', noise, NOISES)
-  checks.one_of('solver', solver, SOLVERS)
-  checks.one_of('path', path, PATHS)
-  if not isinstance(sigma, jax.core.Tracer):
-    checks.in_range('sigma', float(np.asarray(sigma)), 0.0)
-  if noise == 'smoothed':
-    checks.in_range('smoothing', smoothing, 0.0, low_open=True)
-
-
-def apply(model: ConvNeXt, variables: Any, x: jax.Array, key: jax.Array, *, sigma: float | jax.Array,
-          noise: str = 'brownian', noise_map: jax.Array | None = None, smoothing: float = 1.0,
-          solver: str = 'diffrax', path: str = 'folded', train: bool = False) -> jax.Array:
-  """Logits of the NSDE ConvNeXt for one noise draw.
+def apply(model: ConvNeXt, variables: Any, x: jax.Array, key: jax.Array, *, sde: SDE | None,
+          noise_map: jax.Array | None = None, train: bool = False) -> jax.Array:
+  """Logits of the NSDE ConvNeXt for one noise draw (of the plain ConvNeXt when `sde` is None).
 
   Args:
     model: the `ConvNeXt` whose params `variables` holds (same tree: an NSDE and its ConvNeXt share params).
     variables: {'params': ...} from `model.init`.
     x: [B, H, W, C_in] float32 inputs, channels last (C_in the stem's input channels; a channels-first batch is
       a ValueError that says so).
-    key: PRNG key of the draw (one Brownian path per stage, folded from it).
-    sigma: diffusion scale, >= 0; 0 gives exactly `model.apply(variables, x)`.
-    noise: 'brownian', 'smoothed' or 'attribution' (see the module docstring).
+    key: PRNG key of the draw (one Brownian path per stage, folded from it; with sde None, the drop-path key).
+    sde: an `SDE` (sigma = 0 gives exactly `model.apply(variables, x)`), or None for the ConvNeXt itself.
     noise_map: [B, H, W] or [B, H, W, 1] non-negative map at the input's size (B, H, W) = x.shape[:3], required
-      for noise='attribution': `srjax.attribution.noise_map(attributions)` (without `size=`) of attributions of
-      x. It is area-averaged to each stage's resolution here, so H and W must be divisible by each stage's.
-    smoothing: blur std in feature-map pixels for noise='smoothed'.
-    solver: 'diffrax' or 'scan' (same math).
-    path: 'folded' or 'tree'.
+      for AttributionShaped() noise: `srjax.attribution.noise_map(attributions)` (without `size=`) of
+      attributions of x. It is area-averaged to each stage's resolution here, so H and W must be divisible by
+      each stage's.
     train: stochastic depth on (when the model has drop_path_rate > 0).
 
   Returns:
     [B, num_classes] float32 logits.
 
   Raises:
-    ValueError: bad option names, sigma < 0, a missing or misshapen noise_map, x not [B, H, W, C_in], or
-      sides that are not multiples of `model.input_multiple()`.
+    TypeError: sde is not an `SDE` (or None).
+    ValueError: a missing or misshapen noise_map, x not [B, H, W, C_in], or sides that are not multiples of
+      `model.input_multiple()`.
 
   References:
     Liu et al. 2019 (Neural SDE), Sec. 3; arXiv 2409.01532, Sec. 2.
   """
-  check_options(sigma=sigma, noise=noise, solver=solver, path=path, smoothing=smoothing)
+  if sde is not None and not isinstance(sde, SDE):
+    checks.fail('sde', sde, 'srjax.nsde.SDE(sigma, noise, path, solver) or None (the ConvNeXt)', error=TypeError)
   p = variables['params']
   checks.image_batch('x', x, channels=_input_channels(p))
   model.check_input(x.shape)
-  if noise == 'attribution':
+  if sde is None:
+    return model.apply(variables, x, deterministic=not train, rngs={'drop_path': key} if train else {})
+  if sde.noise.needs_map:
     if noise_map is None:
-      checks.fail('noise_map', None, "a [B, H, W] map for noise='attribution'")
+      checks.fail('noise_map', None, 'a [B, H, W] map for AttributionShaped() noise')
     if noise_map.ndim not in (3, 4) or noise_map.shape[:3] != x.shape[:3]:
       checks.fail('noise_map', noise_map, f'a [B, H, W] or [B, H, W, 1] map at the input\'s size (B, H, W) = '
                   f'{tuple(x.shape[:3])}: srjax.attribution.noise_map(attributions) without size= (the map is '
                   'pooled to each stage here)')
   parts = model.parts()
   y = parts['stem'].apply({'params': p['stem']}, model.standardize(x))
-  smooth = smoothing if noise == 'smoothed' else 0.0
   for s, blocks in enumerate(parts['blocks']):
     if s:
       y = parts['down'][s].apply({'params': p[f'stage{s}_down']}, y)
-    if noise == 'attribution' and (x.shape[1] % y.shape[1] or x.shape[2] % y.shape[2]):
+    if sde.noise.needs_map and (x.shape[1] % y.shape[1] or x.shape[2] % y.shape[2]):
       checks.fail('noise_map', noise_map, f'a map whose size divides by the stage resolution {y.shape[1:3]}')
     stacked = _stack([p[f'stage{s}_block{j}'] for j in range(len(blocks))])
     rates = jnp.asarray([b.drop_path for b in blocks], jnp.float32)
-    y = solve_stage(blocks[0], stacked, y, jax.random.fold_in(key, s), sigma=sigma,
-                    shape=_stage_shape(noise, noise_map, y), rates=rates, smoothing=smooth, path=path,
-                    solver=solver, train=train)
+    y = solve_stage(blocks[0], stacked, y, jax.random.fold_in(key, s), sigma=sde.sigma,
+                    shape=sde.noise.scale(noise_map, y), rates=rates, smoothing=sde.noise.blur_std,
+                    path=sde.path, solver=sde.solver, train=train)
   return parts['head'].apply({'params': p['head']}, y)
 
 
 @dataclasses.dataclass(frozen=True)
 class NSDEApply:
-  """Hashable `apply_fn(variables, x, rng, noise_map=None) -> logits` of an NSDE ConvNeXt (one noise draw).
+  """Hashable `apply_fn(variables, x, key, noise_map=None) -> logits` of an NSDE ConvNeXt (one noise draw; the
+  plain ConvNeXt, which ignores the key, when `sde` is None).
 
-  Attributes: as the keyword arguments of `apply` (train is False).
+  Attributes:
+    model: the `ConvNeXt`.
+    sde: the `SDE` (default `SDE()`, sigma 0.1), or None.
+    train: stochastic depth on (the training loss's apply).
   """
   model: ConvNeXt
-  sigma: float = 0.1
-  noise: str = 'brownian'
-  smoothing: float = 1.0
-  solver: str = 'diffrax'
-  path: str = 'folded'
+  sde: SDE | None = SDE()
+  train: bool = False
 
   def __post_init__(self):
-    check_options(sigma=self.sigma, noise=self.noise, solver=self.solver, path=self.path,
-                  smoothing=self.smoothing)
+    if self.sde is not None and not isinstance(self.sde, SDE):
+      checks.fail('sde', self.sde, 'srjax.nsde.SDE(sigma, noise, path, solver) or None (the ConvNeXt)',
+                  error=TypeError)
 
-  def __call__(self, variables: Any, x: jax.Array, rng: jax.Array, noise_map: jax.Array | None = None):
-    return apply(self.model, variables, x, rng, sigma=self.sigma, noise=self.noise, noise_map=noise_map,
-                 smoothing=self.smoothing, solver=self.solver, path=self.path)
+  def __call__(self, variables: Any, x: jax.Array, key: jax.Array, noise_map: jax.Array | None = None):
+    return apply(self.model, variables, x, key, sde=self.sde, noise_map=noise_map, train=self.train)
 
 
 @dataclasses.dataclass(frozen=True)

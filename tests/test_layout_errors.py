@@ -44,10 +44,10 @@ def test_nsde_apply_and_predict_name_an_nchw_batch():
   variables = jax.eval_shape(CONVNEXT.init, jax.random.key(0), x)  # shapes only: the checks read the stem kernel
   with pytest.raises(ValueError, match=r'^x: got an array of shape \(2, 1, 8, 8\); accepted: channels-last images '
                      r'\[B, H, W, C\] with C = 1; ' + NCHW) as e:
-    nsde.apply(CONVNEXT, variables, jnp.zeros((2, 1, 8, 8)), jax.random.key(0), sigma=0.1)
+    nsde.apply(CONVNEXT, variables, jnp.zeros((2, 1, 8, 8)), jax.random.key(0), sde=nsde.SDE(0.1))
   _one_line(e)
   with pytest.raises(ValueError, match=r'^x: .* with C = 1$'):
-    nsde.apply(CONVNEXT, variables, jnp.zeros((2, 8, 8, 3)), jax.random.key(0), sigma=0.1)
+    nsde.apply(CONVNEXT, variables, jnp.zeros((2, 8, 8, 3)), jax.random.key(0), sde=nsde.SDE(0.1))
   with pytest.raises(ValueError, match='^x: .*' + NCHW):
     nsde.predict(nsde.NSDEApply(CONVNEXT), variables, jnp.zeros((2, 3, 8, 8)), jax.random.key(0), draws=2)
   with pytest.raises(TypeError, match=r'^apply_fn: got a Flax module ConvNeXt; accepted: a function \(variables, '
@@ -55,7 +55,7 @@ def test_nsde_apply_and_predict_name_an_nchw_batch():
     nsde.predict(CONVNEXT, variables, x, jax.random.key(0), draws=2)
   # A stage-sized attribution map is refused with what to pass instead.
   with pytest.raises(ValueError, match=r"^noise_map: .*input's size \(B, H, W\) = \(2, 8, 8\).*without size="):
-    nsde.apply(CONVNEXT, variables, x, jax.random.key(0), sigma=0.1, noise='attribution',
+    nsde.apply(CONVNEXT, variables, x, jax.random.key(0), sde=nsde.SDE(0.1, nsde.AttributionShaped()),
                noise_map=attribution.noise_map(jnp.ones((2, 8, 8, 1)), size=(4, 4)))
 
 

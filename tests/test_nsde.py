@@ -15,6 +15,7 @@ from srjax.models import convnext
 MODEL = convnext.ConvNeXt(num_classes=3, depths=(2, 1), dims=(8, 16), stem_patch=2, layer_scale_init=1.0,
                           input_mean=0.5, input_std=0.25)
 X = jax.random.uniform(jax.random.key(1), (3, 8, 8, 1))
+ATTR, SCAN = nsde.AttributionShaped(), nsde.ScanEuler()
 
 
 @pytest.fixture(scope='module')
@@ -29,10 +30,10 @@ def variables():
 
 
 @functools.partial(jax.jit, static_argnames=('noise', 'solver', 'path'))
-def _nsde(variables, x, key, noise_map=None, *, sigma, noise='brownian', solver='diffrax', path='folded'):
-  # sigma is traced, so every sigma shares one compile per (noise, solver, path).
-  return nsde.apply(MODEL, variables, x, key, sigma=sigma, noise=noise, noise_map=noise_map, solver=solver,
-                    path=path)
+def _nsde(variables, x, key, noise_map=None, *, sigma, noise=nsde.Brownian(), solver=nsde.DiffraxEuler(),
+          path=nsde.Folded()):
+  # sigma is the SDE's pytree leaf, traced here, so every sigma shares one compile per (noise, solver, path).
+  return nsde.apply(MODEL, variables, x, key, sde=nsde.SDE(sigma, noise, path, solver), noise_map=noise_map)
 
 
 def test_sigma_zero_is_the_convnext_with_the_same_params(variables):
@@ -41,7 +42,7 @@ def test_sigma_zero_is_the_convnext_with_the_same_params(variables):
   no_blocks = jax.tree_util.tree_map_with_path(
       lambda p, a: a * 0 if 'gamma' in jax.tree_util.keystr(p) else a, variables)
   assert float(jnp.max(jnp.abs(jax.jit(MODEL.apply)(no_blocks, X) - want))) > 1e-2
-  for solver in nsde.SOLVERS:
+  for solver in (nsde.DiffraxEuler(), nsde.ScanEuler()):
     got = _nsde(variables, X, jax.random.key(5), sigma=0.0, solver=solver)
     np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
 
@@ -49,17 +50,17 @@ def test_sigma_zero_is_the_convnext_with_the_same_params(variables):
 def test_diffrax_and_scan_solve_the_same_sde_and_noise_is_on(variables):
   key = jax.random.key(7)
   a = _nsde(variables, X, key, sigma=0.3)
-  b = _nsde(variables, X, key, sigma=0.3, solver='scan')
+  b = _nsde(variables, X, key, sigma=0.3, solver=SCAN)
   np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5)
   assert float(jnp.max(jnp.abs(a - _nsde(variables, X, jax.random.key(8), sigma=0.3)))) > 1e-3
   # The attribution shape S multiplies the noise: S = 1 is the Brownian case, S = 0 removes the noise.
   ones = jnp.ones(X.shape[:3])
-  np.testing.assert_allclose(_nsde(variables, X, key, ones, sigma=0.3, noise='attribution'), a, atol=1e-6)
-  np.testing.assert_allclose(_nsde(variables, X, key, 0 * ones, sigma=0.3, noise='attribution'),
+  np.testing.assert_allclose(_nsde(variables, X, key, ones, sigma=0.3, noise=ATTR), a, atol=1e-6)
+  np.testing.assert_allclose(_nsde(variables, X, key, 0 * ones, sigma=0.3, noise=ATTR),
                              _nsde(variables, X, key, sigma=0.0), atol=1e-6)
 
 
-@pytest.mark.parametrize('path, smoothing', [('folded', 0.0), ('tree', 0.0), ('folded', 1.5)])
+@pytest.mark.parametrize('path, smoothing', [(nsde.Folded(), 0.0), (nsde.VirtualTree(), 0.0), (nsde.Folded(), 1.5)])
 def test_zero_drift_variance_is_sigma_squared_t(path, smoothing):
   """gamma = 0 makes every drift zero, so x_T = x_0 + sigma S W_T with Var = sigma^2 T for every shape."""
   c, depth, sigma = 4, 5, 0.7
@@ -108,18 +109,42 @@ def test_attribution_noise_map_is_mean_one_and_nonnegative():
 
 def test_errors_name_the_argument(variables):
   key = jax.random.key(0)
-  with pytest.raises(ValueError, match='sigma'):
-    nsde.apply(MODEL, variables, X, key, sigma=-0.1)
-  with pytest.raises(ValueError, match='noise'):
-    nsde.apply(MODEL, variables, X, key, sigma=0.1, noise='pink')
-  with pytest.raises(ValueError, match='solver'):
-    nsde.apply(MODEL, variables, X, key, sigma=0.1, solver='rk4')
+  for bad, field in ((dict(sigma=-0.1), 'SDE.sigma'), (dict(noise='pink'), 'SDE.noise'),
+                     (dict(solver='rk4'), 'SDE.solver'), (dict(path='tree'), 'SDE.path')):
+    with pytest.raises(ValueError, match=f'^{field}: got'):
+      nsde.SDE(**bad)                                     # refused when the value is built, naming the field
+  with pytest.raises(ValueError, match='^Smoothed.std: got 0.0'):
+    nsde.Smoothed(0.0)
+  with pytest.raises(ValueError, match='^VirtualTree.tol: got -1.0'):
+    nsde.VirtualTree(-1.0)
+  with pytest.raises(TypeError, match='^sde: got'):
+    nsde.apply(MODEL, variables, X, key, sde={'sigma': 0.1})
   with pytest.raises(ValueError, match='noise_map'):
-    nsde.apply(MODEL, variables, X, key, sigma=0.1, noise='attribution')
+    nsde.apply(MODEL, variables, X, key, sde=nsde.SDE(0.1, nsde.AttributionShaped()))
   with pytest.raises(ValueError, match='noise_map'):
-    nsde.apply(MODEL, variables, X, key, sigma=0.1, noise='attribution', noise_map=jnp.ones((3, 4, 4)))
+    nsde.apply(MODEL, variables, X, key, sde=nsde.SDE(0.1, nsde.AttributionShaped()), noise_map=jnp.ones((3, 4, 4)))
   with pytest.raises(ValueError, match='sigma'):
-    nsde.NSDEApply(MODEL, sigma=-1.0)
+    nsde.NSDEApply(MODEL, nsde.SDE(sigma=-1.0))
+
+
+def test_an_sde_is_a_hashable_value_and_from_config_spells_the_names_once():
+  """Equal options give equal, hashable SDEs (one jit cache entry); `from_config` maps each config name to its
+  value, gives None for the ConvNeXt, and refuses an unknown name naming the config field."""
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  a, b = nsde.SDE(0.2, nsde.Smoothed(1.5)), nsde.SDE(0.2, nsde.Smoothed(1.5))
+  assert a == b and hash(a) == hash(b) and a != nsde.SDE(0.2, nsde.Smoothed(2.0)) and a != nsde.SDE(0.2)
+  m = ml_collections.ConfigDict({'kind': 'nsde', 'sigma': 0.3, 'noise': 'smoothed', 'smoothing': 2.0,
+                                 'path': 'tree', 'solver': 'scan'})
+  assert nsde.from_config(m) == nsde.SDE(0.3, nsde.Smoothed(2.0), nsde.VirtualTree(), nsde.ScanEuler())
+  m.noise, m.path, m.solver = 'brownian', 'folded', 'diffrax'
+  assert nsde.from_config(m) == nsde.SDE(0.3)
+  m.noise = 'attribution'
+  assert nsde.from_config(m).noise == nsde.AttributionShaped()
+  m.kind = 'convnext'
+  assert nsde.from_config(m) is None
+  m.kind, m.solver = 'nsde', 'rk4'
+  with pytest.raises(ValueError, match="^model.solver: got 'rk4'"):
+    nsde.from_config(m)
 
 
 # --- noise independence, spatial shapes, training mode -----------------------------------------------------------
@@ -146,7 +171,7 @@ def test_brownian_increments_are_independent_across_steps_examples_stages_and_dr
   def increments(key, depth):
     block, stacked = _zero_drift_stage(depth, c)
     return nsde.solve_stage(block, stacked, y0, key, sigma=sigma, shape=jnp.ones(()), rates=jnp.zeros(depth),
-                            solver='scan') / sigma
+                            solver=SCAN) / sigma
 
   key = jax.random.key(21)
   one, two = np.asarray(increments(key, 1)), np.asarray(increments(key, 2))
@@ -181,7 +206,7 @@ def test_stages_use_their_own_keys_and_the_block_mean_of_a_non_square_attributio
   m = (np.arange(2 * 8 * 16).reshape(2, 8, 16) % 37 + 1.0) / 37.0       # distinct within every block row
   m[1] = m[1][::-1, ::-1]
   key, sigma = jax.random.key(6), 0.4
-  got = _nsde(variables, x, key, jnp.asarray(m, jnp.float32), sigma=sigma, noise='attribution', solver='scan')
+  got = _nsde(variables, x, key, jnp.asarray(m, jnp.float32), sigma=sigma, noise=ATTR, solver=SCAN)
 
   p = variables['params']
   parts = MODEL.parts()
@@ -192,12 +217,12 @@ def test_stages_use_their_own_keys_and_the_block_mean_of_a_non_square_attributio
     shape = _hand_block_mean(m, y.shape[1], y.shape[2])[..., None]
     stacked = jax.tree.map(lambda *a: jnp.stack(a), *[p[f'stage{s}_block{j}'] for j in range(len(blocks))])
     y = nsde.solve_stage(blocks[0], stacked, y, jax.random.fold_in(key, s), sigma=sigma,
-                         shape=jnp.asarray(shape, jnp.float32), rates=jnp.zeros(len(blocks)), solver='scan')
+                         shape=jnp.asarray(shape, jnp.float32), rates=jnp.zeros(len(blocks)), solver=SCAN)
   want = parts['head'].apply({'params': p['head']}, y)
   np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
   # The map matters: its transpose-like flip gives other logits.
-  flipped = _nsde(variables, x, key, jnp.asarray(m[:, ::-1], jnp.float32), sigma=sigma, noise='attribution',
-                  solver='scan')
+  flipped = _nsde(variables, x, key, jnp.asarray(m[:, ::-1], jnp.float32), sigma=sigma, noise=ATTR,
+                  solver=SCAN)
   assert float(jnp.max(jnp.abs(flipped - got))) > 1e-3
 
 
@@ -215,7 +240,7 @@ def test_stochastic_depth_keeps_the_expectation_of_each_block(variables):
   def run(keys, rates, *, depth, train):
     stacked = jax.tree.map(lambda a: jnp.stack([a] * depth), params)
     return jax.vmap(lambda k: nsde.solve_stage(block, stacked, y0, k, sigma=0.0, shape=jnp.ones(()),
-                                               rates=rates, solver='scan', train=train))(keys)
+                                               rates=rates, solver=SCAN, train=train))(keys)
 
   f = np.asarray(block.apply({'params': params}, y0, method=convnext.Block.residual))
   det = np.asarray(y0) + f                                                    # the deterministic block
@@ -247,8 +272,8 @@ def test_nsde_in_training_mode_drops_each_block_with_its_rate(variables):
   dropped, kept = (np.asarray(jax.jit(model.apply)(scaled(g), X)) for g in (0.0, 2.0))
   assert np.abs(dropped - kept).min() > 1e-3
   keys = jax.random.split(jax.random.key(2), 64)
-  logits = np.asarray(jax.jit(jax.vmap(lambda k: nsde.apply(model, v, X, k, sigma=0.0, solver='scan', train=True)))(
-      keys))
+  sde = nsde.SDE(0.0, solver=SCAN)
+  logits = np.asarray(jax.jit(jax.vmap(lambda k: nsde.apply(model, v, X, k, sde=sde, train=True)))(keys))
   is_kept = np.abs(logits - kept).max(-1) < 1e-4
   is_dropped = np.abs(logits - dropped).max(-1) < 1e-4
   assert np.all(is_kept | is_dropped)
@@ -262,7 +287,7 @@ def test_attribution_noise_map_documented_call_feeds_nsde_apply(variables):
   m = attribution.noise_map(a)
   chex.assert_shape(m, X.shape[:3] + (1,))
   key = jax.random.key(7)
-  shaped = _nsde(variables, X, key, m, sigma=0.3, noise='attribution')
+  shaped = _nsde(variables, X, key, m, sigma=0.3, noise=ATTR)
   # sigma * S: doubling the map is doubling sigma, and a non-constant map is not the Brownian case.
-  np.testing.assert_allclose(_nsde(variables, X, key, 2 * m, sigma=0.15, noise='attribution'), shaped, atol=1e-5)
+  np.testing.assert_allclose(_nsde(variables, X, key, 2 * m, sigma=0.15, noise=ATTR), shaped, atol=1e-5)
   assert float(jnp.max(jnp.abs(shaped - _nsde(variables, X, key, sigma=0.3)))) > 1e-4

@@ -29,7 +29,6 @@ from srjax import data as srdata
 from srjax import nsde
 from srjax.data import spectro
 from srjax.models import convnext
-from srjax.models.apply_fn import ModuleApply
 from train import checkpoint, cli, loop
 from train import metrics as metrics_file
 from train.classifier import eval_batches, labelled_batches, masked_metrics
@@ -58,36 +57,33 @@ def load_data(config: ml_collections.ConfigDict, split: str) -> srdata.Dataset:
 
 
 def build_model(config: ml_collections.ConfigDict, num_classes: int) -> convnext.ConvNeXt:
-  """The config's ConvNeXt (the NSDE shares its params).
+  """The config's ConvNeXt (the NSDE shares its params; its SDE is `nsde.from_config(config.model)`).
 
   Raises:
-    ValueError: unknown model.kind, variant, depthwise, noise, solver or path; sigma < 0.
+    ValueError: unknown model.kind, variant, depthwise, noise, solver or path; sigma < 0; noise 'attribution'
+      (training has no per-example map).
   """
   m = config.model
-  checks.one_of('model.kind', m.kind, KINDS)
-  if m.kind == 'nsde':
-    nsde.check_options(sigma=m.sigma, noise=m.noise, solver=m.solver, path=m.path, smoothing=m.smoothing)
-    if m.noise == 'attribution':
-      checks.fail('model.noise', m.noise, "'brownian' or 'smoothed' for training ('attribution' needs a "
-                  'per-example map: pass one to srjax.nsde.apply at evaluation)')
+  sde = nsde.from_config(m)
+  if sde is not None and sde.noise.needs_map:
+    checks.fail('model.noise', m.noise, "'brownian' or 'smoothed' for training ('attribution' needs a "
+                'per-example map: pass one to srjax.nsde.apply at evaluation)')
   checks.integer('model.test_draws', m.test_draws, 1)
   return convnext.build(m.variant, num_classes, stem_patch=m.stem_patch, layer_scale_init=m.layer_scale_init,
                         drop_path_rate=m.drop_path_rate, depthwise=m.depthwise, input_mean=m.input_mean,
                         input_std=m.input_std)
 
 
-def make_apply(config: ml_collections.ConfigDict, model: convnext.ConvNeXt) -> Callable:
-  """Hashable `(variables, x, rng) -> logits` for one noise draw (the ConvNeXt ignores rng)."""
-  m = config.model
-  if m.kind == 'convnext':
-    return nsde.IgnoreRng(ModuleApply(model))
-  return nsde.NSDEApply(model, sigma=float(m.sigma), noise=m.noise, smoothing=float(m.smoothing),
-                        solver=m.solver, path=m.path)
+def make_apply(config: ml_collections.ConfigDict, model: convnext.ConvNeXt, *, train: bool = False) -> nsde.NSDEApply:
+  """Hashable `(variables, x, key) -> logits` for one noise draw (the ConvNeXt, `sde` None, ignores the key
+  unless `train` turns stochastic depth on)."""
+  return nsde.NSDEApply(model, nsde.from_config(config.model), train=train)
 
 
-def make_predict(config: ml_collections.ConfigDict, apply_fn: Callable) -> nsde.Predict:
-  """Hashable `(variables, x, rng) -> mean softmax over config.model.test_draws draws` (1 for the ConvNeXt)."""
-  return nsde.Predict(apply_fn, draws=1 if config.model.kind == 'convnext' else int(config.model.test_draws))
+def make_predict(config: ml_collections.ConfigDict, apply_fn: nsde.NSDEApply) -> nsde.Predict:
+  """Hashable `(variables, x, key) -> mean softmax over config.model.test_draws draws` (one draw when the
+  model has no SDE: more would repeat the same logits)."""
+  return nsde.Predict(apply_fn, draws=int(config.model.test_draws) if apply_fn.sde is not None else 1)
 
 
 def build_task(config: ml_collections.ConfigDict) -> loop.Task:
@@ -98,21 +94,16 @@ def build_task(config: ml_collections.ConfigDict) -> loop.Task:
   train_set = load_data(config, 'train')
   val_set = load_data(config, 'val')
   model = build_model(config, train_set.num_classes)
-  train_apply = make_apply(config, model)
-  predict = make_predict(config, train_apply)
+  train_apply = make_apply(config, model, train=True)
+  predict = make_predict(config, make_apply(config, model))
   eval_key = jax.random.key(config.seed + 1)
 
   def init(rng):
     return model.init(rng, jnp.zeros((1,) + train_set.images.shape[1:], jnp.float32))['params'], {}
 
   def loss(params, model_state, batch, rng):
-    noise_rng, drop_rng = jax.random.split(rng)
-    if config.model.kind == 'convnext':
-      logits = model.apply({'params': params}, batch['image'], deterministic=False, rngs={'drop_path': drop_rng})
-    else:
-      m = config.model
-      logits = nsde.apply(model, {'params': params}, batch['image'], noise_rng, sigma=m.sigma, noise=m.noise,
-                          smoothing=m.smoothing, solver=m.solver, path=m.path, train=True)
+    noise_rng, _ = jax.random.split(rng)   # the NSDE's draw of earlier versions (bitwise resume of old runs)
+    logits = train_apply({'params': params}, batch['image'], noise_rng)
     xent = optax.softmax_cross_entropy_with_integer_labels(logits, batch['label']).mean()
     accuracy = jnp.mean(jnp.argmax(logits, -1) == batch['label'])
     return xent, ({'accuracy': accuracy}, model_state)

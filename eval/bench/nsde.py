@@ -47,6 +47,9 @@ from srjax.data import spectro
 from srjax.models import convnext
 
 
+SOLVERS = {'diffrax': nsde.DiffraxEuler(), 'scan': nsde.ScanEuler()}   # the table's labels
+
+
 def _steps(model, kind: str, solver: str, sigma: float) -> tuple[dict[str, Callable], Any]:
   """{'train': step(params, opt_state, x, y, key), 'forward': loss(...), 'gradient': grad(...)} jitted."""
   tx = optax.adamw(1e-3, weight_decay=0.05)
@@ -55,7 +58,7 @@ def _steps(model, kind: str, solver: str, sigma: float) -> tuple[dict[str, Calla
     if kind == 'convnext':
       logits = model.apply({'params': params}, x)
     else:
-      logits = nsde.apply(model, {'params': params}, x, key, sigma=sigma, solver=solver, train=True)
+      logits = nsde.apply(model, {'params': params}, x, key, sde=nsde.SDE(sigma, solver=SOLVERS[solver]), train=True)
     return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
 
   def step(params, opt_state, x, y, key):
@@ -248,7 +251,7 @@ def main(argv=None) -> None:
   if attack is not None:
     model = convnext.build(args.variant, 8, stem_patch=args.stem, layer_scale_init=0.1)
     variables = jax.jit(model.init)(key, x[:1])
-    apply_fn = nsde.NSDEApply(model, sigma=args.sigma)
+    apply_fn = nsde.NSDEApply(model, nsde.SDE(args.sigma))
     run = jax.jit(lambda v, x, y, k: attack.apgd(apply_fn, v, x, y, eps=0.5, norm='L2', steps=args.apgd_steps,
                                                  key=k, eot=1, stochastic=True))
     compiled, compile_s = common.compile_seconds(run, variables, x, y, key)
