@@ -143,7 +143,7 @@ def predictions(model: Any, noise: inject.Noise, variables: Any, images: jax.Arr
 
   def one(args):
     x, k = args
-    return jnp.argmax(inject.apply(model, variables, x, noise=noise, rng=k), -1)
+    return jnp.argmax(inject.apply(model, variables, x, noise=noise, key=k), -1)
 
   preds = lax.map(one, (xb, keys), batch_size=min(nb, 100) if batch_size == 1 else None)
   return preds.reshape(n)

@@ -81,6 +81,7 @@ from eval import scaffold  # pylint: disable=wrong-import-position
 from srjax import attack  # pylint: disable=wrong-import-position
 from srjax import attribution  # pylint: disable=wrong-import-position
 from srjax import stats  # pylint: disable=wrong-import-position
+from srjax.data.batches import map_batches  # pylint: disable=wrong-import-position
 
 MODULE = 'eval.robustness'
 DEFAULT_OUT = 'results/robustness'
@@ -314,21 +315,12 @@ def _batches(n: int, batch: int):
     yield start, min(start + batch, n)
 
 
-def _pad(a: np.ndarray, size: int) -> np.ndarray:
-  if a.shape[0] == size:
-    return a
-  return np.concatenate([a, np.repeat(a[-1:], size - a.shape[0], axis=0)], axis=0)
-
-
 def _map_batches(fn: Callable[[np.ndarray, np.ndarray, jax.Array], Any], x: np.ndarray, y: np.ndarray,
                  batch: int, key: jax.Array) -> list[np.ndarray]:
   """fn(x_batch, y_batch, key_batch) -> array or tuple of arrays [batch, ...] over equal-size (padded) batches."""
-  outs = []
-  for i, (lo, hi) in enumerate(_batches(x.shape[0], batch)):
-    res = fn(_pad(x[lo:hi], batch), _pad(y[lo:hi], batch), jax.random.fold_in(key, i))
-    res = res if isinstance(res, tuple) else (res,)
-    outs.append([np.asarray(r)[:hi - lo] for r in res])
-  return [np.concatenate(parts) for parts in zip(*outs)]
+  # The last batch repeats its last real example (no zero image reaches an attack's [0, 1] check).
+  out = map_batches(lambda xb, yb, i: fn(xb, yb, jax.random.fold_in(key, i)), (x, y), batch, fill=None)
+  return list(out) if isinstance(out, tuple) else [out]
 
 
 def attack_grid(settings: Settings, norm: str) -> tuple[float, ...]:

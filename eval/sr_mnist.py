@@ -65,7 +65,7 @@ from configs import lstm_sr as lstm_sr_config  # pylint: disable=wrong-import-po
 from eval import scaffold  # pylint: disable=wrong-import-position
 from srjax import stats as sr_stats  # pylint: disable=wrong-import-position
 from srjax import sweep  # pylint: disable=wrong-import-position
-from train import checkpoint  # pylint: disable=wrong-import-position
+from train import state_checkpoint  # pylint: disable=wrong-import-position
 from train import lstm_sr  # pylint: disable=wrong-import-position
 
 CONTRASTS = (1.0, 0.4, 0.25, 0.2, 0.15, 0.1, 0.05)
@@ -159,7 +159,7 @@ def run_all(s: Settings, out: str, workdirs: Sequence[str]) -> scaffold.RowStore
     config = make_config(variant, seed, s)
     start = time.perf_counter()
     if source:
-      params = checkpoint.load_numpy(workdirs[seed])[0]['params']
+      params = state_checkpoint.load_numpy(workdirs[seed])[0]['params']
     else:
       params = scaffold.train_or_reload(lstm_sr.build_task, config,
                                         os.path.join(out, 'workdirs', f'{variant.name}_seed{seed}')).params

@@ -16,6 +16,7 @@ from configs import srt_classifier as classifier_config
 from eval import scaffold
 from srjax import checks
 from srjax import data as srdata
+from srjax.data.batches import map_batches
 from train import metrics, srt_classifier
 
 
@@ -77,15 +78,7 @@ def train_backbone(config: ml_collections.ConfigDict, workdir: str | None = None
 def batched(fn: Callable[[np.ndarray], Any], x: np.ndarray, batch_size: int) -> Any:
   """Applies `fn` to consecutive slices of x (the last one zero-padded to `batch_size`, so one compile) and
   concatenates the results along axis 0."""
-  outs = []
-  n = len(x)
-  for start in range(0, n, batch_size):
-    chunk = x[start:start + batch_size]
-    k = len(chunk)
-    if k < batch_size:
-      chunk = np.concatenate([chunk, np.zeros((batch_size - k,) + chunk.shape[1:], chunk.dtype)])
-    outs.append(jax.tree_util.tree_map(lambda a: np.asarray(a)[:k], fn(chunk)))
-  return jax.tree_util.tree_map(lambda *a: np.concatenate(a), *outs)
+  return map_batches(lambda chunk, i: fn(chunk), (x,), batch_size)
 
 
 def pixel_upsample(f: jax.Array, size: tuple[int, int], method: str) -> jax.Array:

@@ -84,6 +84,7 @@ from eval import scaffold, srt_common  # pylint: disable=wrong-import-position
 from eval.bench import common as bench_common  # pylint: disable=wrong-import-position
 from srjax import checks  # pylint: disable=wrong-import-position
 from srjax import stats as sr_stats  # pylint: disable=wrong-import-position
+from srjax.data.batches import pad_rows  # pylint: disable=wrong-import-position
 from srjax.srt_lib import srt  # pylint: disable=wrong-import-position
 from train import metrics, srt_classifier, srt_distill  # pylint: disable=wrong-import-position
 
@@ -205,7 +206,7 @@ def interleaved_timing(fns: Sequence[Callable[[np.ndarray], jax.Array]], x: np.n
   Returns:
     Median seconds per image of each fn.
   """
-  pad = lambda c: np.concatenate([c, np.zeros((batch_size - len(c),) + c.shape[1:], c.dtype)])
+  pad = lambda c: pad_rows(c, batch_size)
   for fn in fns:
     jax.block_until_ready(fn(pad(x[:batch_size])))
   times = [[] for _ in fns]

@@ -139,7 +139,7 @@ def _interceptor(model: Any, spec: Noise, key: jax.Array | None, hits: list[str]
   return intercept
 
 
-def apply(model: Any, variables: Any, x: jax.Array, *args: Any, noise: Noise, rng: jax.Array | None = None,
+def apply(model: Any, variables: Any, x: jax.Array, *args: Any, noise: Noise, key: jax.Array | None = None,
           method: Any = None, **kwargs: Any) -> Any:
   """`model.apply(variables, x, *args, method=method, **kwargs)` with `noise` injected into its layer.
 
@@ -149,7 +149,8 @@ def apply(model: Any, variables: Any, x: jax.Array, *args: Any, noise: Noise, rn
     x: images [B, H, W, C_in] float32 (the batch axis is the one 'batch' noise mixes).
     *args: further positional arguments of the method.
     noise: the `Noise` to inject; kind 'none' (or strength 0) gives exactly `model.apply`.
-    rng: PRNG key, required by 'gaussian' and 'salt_and_pepper'.
+    key: PRNG key, required by 'gaussian' and 'salt_and_pepper' (called `rng` before; renamed to the
+      library's one name for a PRNG argument).
     method: as in `model.apply`.
     **kwargs: as in `model.apply` (`train=True`, `mutable=[...]`, ...).
 
@@ -160,7 +161,7 @@ def apply(model: Any, variables: Any, x: jax.Array, *args: Any, noise: Noise, rn
     ValueError: `noise.layer` is not a layer of `model` (the message lists the layers), or the call never reaches
       that layer (e.g. a `backbone(stage=...)` that stops before it); a 'sample'-axis mix at a layer with a
       single position.
-    TypeError: a random kind without `rng`, or a model that is neither a ResNet nor a ViT.
+    TypeError: a random kind without `key`, or a model that is neither a ResNet nor a ViT.
 
   References:
     Positive noise (NoisyNN), Sec. 4 and Sec. 4.3.
@@ -171,10 +172,10 @@ def apply(model: Any, variables: Any, x: jax.Array, *args: Any, noise: Noise, rn
   resolve_layer(model, noise.layer)
   if not noise.active:
     return model.apply(variables, x, *args, method=method, **kwargs)
-  if noise.kind in ('gaussian', 'salt_and_pepper') and rng is None:
-    checks.fail('rng', rng, f'a PRNG key (kind {noise.kind!r} is random)', error=TypeError)
+  if noise.kind in ('gaussian', 'salt_and_pepper') and key is None:
+    checks.fail('key', key, f'a PRNG key (kind {noise.kind!r} is random)', error=TypeError)
   hits: list[str] = []
-  with nn.intercept_methods(_interceptor(model, noise, rng, hits)):
+  with nn.intercept_methods(_interceptor(model, noise, key, hits)):
     out = model.apply(variables, x, *args, method=method, **kwargs)
   if not hits:
     checks.fail('noise.layer', noise.layer, 'a layer this call runs through (the method stopped before it)')
@@ -183,7 +184,7 @@ def apply(model: Any, variables: Any, x: jax.Array, *args: Any, noise: Noise, rn
 
 @dataclasses.dataclass(frozen=True)
 class NoisyApply:
-  """Hashable `apply_fn(variables, x, rng) -> y`: `apply(model, variables, x, *args, noise=noise, rng=rng,
+  """Hashable `apply_fn(variables, x, key) -> y`: `apply(model, variables, x, *args, noise=noise, key=key,
   method=method)` in inference mode.
 
   Attributes:
@@ -197,6 +198,6 @@ class NoisyApply:
   method: str | None = None
   args: tuple[Any, ...] = ()
 
-  def __call__(self, variables: Any, x: jax.Array, rng: jax.Array | None = None) -> jax.Array:
+  def __call__(self, variables: Any, x: jax.Array, key: jax.Array | None = None) -> jax.Array:
     method = getattr(type(self.model), self.method) if self.method else None
-    return apply(self.model, variables, x, *self.args, noise=self.noise, rng=rng, method=method)
+    return apply(self.model, variables, x, *self.args, noise=self.noise, key=key, method=method)

@@ -411,12 +411,12 @@ class NSDEApply:
 
 @dataclasses.dataclass(frozen=True)
 class IgnoreRng:
-  """Hashable `apply_fn(variables, x, rng) -> apply_fn(variables, x)`: a deterministic model (the ConvNeXt)
+  """Hashable `apply_fn(variables, x, key) -> apply_fn(variables, x)`: a deterministic model (the ConvNeXt)
   behind the stochastic protocol."""
   apply_fn: Callable[[Any, jax.Array], jax.Array]
 
-  def __call__(self, variables: Any, x: jax.Array, rng: jax.Array, noise_map: jax.Array | None = None):
-    del rng, noise_map
+  def __call__(self, variables: Any, x: jax.Array, key: jax.Array, noise_map: jax.Array | None = None):
+    del key, noise_map
     return self.apply_fn(variables, x)
 
 
@@ -425,7 +425,7 @@ def predict(apply_fn: Callable, variables: Any, x: jax.Array, key: jax.Array, *,
   """Mean softmax over `draws` noise draws (vmapped over draws).
 
   Args:
-    apply_fn: `(variables, x, rng[, noise_map]) -> logits`, e.g. an `NSDEApply`.
+    apply_fn: `(variables, x, key[, noise_map]) -> logits`, e.g. an `NSDEApply`.
     variables: the model's variables.
     x: [B, H, W, C] inputs, channels last.
     key: PRNG key; draw i uses fold_in(key, i).
@@ -438,7 +438,7 @@ def predict(apply_fn: Callable, variables: Any, x: jax.Array, key: jax.Array, *,
   References:
     Liu et al. 2019 (Neural SDE), Sec. 3 (averaging predictions over noise at test time).
   """
-  checks.apply_fn('apply_fn', apply_fn, 'a function (variables, x, rng) -> logits, e.g. srjax.nsde.NSDEApply(model)')
+  checks.apply_fn('apply_fn', apply_fn, 'a function (variables, x, key) -> logits, e.g. srjax.nsde.NSDEApply(model)')
   checks.integer('draws', draws, 1)
   checks.image_batch('x', x)
   extra = () if noise_map is None else (noise_map,)
@@ -449,9 +449,9 @@ def predict(apply_fn: Callable, variables: Any, x: jax.Array, key: jax.Array, *,
 
 @dataclasses.dataclass(frozen=True)
 class Predict:
-  """Hashable `(variables, x, rng) -> mean softmax over draws` of `apply_fn` (see `predict`)."""
+  """Hashable `(variables, x, key) -> mean softmax over draws` of `apply_fn` (see `predict`)."""
   apply_fn: Callable
   draws: int = 8
 
-  def __call__(self, variables: Any, x: jax.Array, rng: jax.Array, noise_map: jax.Array | None = None):
-    return predict(self.apply_fn, variables, x, rng, draws=self.draws, noise_map=noise_map)
+  def __call__(self, variables: Any, x: jax.Array, key: jax.Array, noise_map: jax.Array | None = None):
+    return predict(self.apply_fn, variables, x, key, draws=self.draws, noise_map=noise_map)

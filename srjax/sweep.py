@@ -32,6 +32,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from srjax import checks
 from srjax import stats
+from srjax.data.batches import pad_rows
 
 NOISES = ('uniform', 'rectified_gaussian', 'gaussian')
 
@@ -160,7 +161,12 @@ def _vector(name: str, values: Any) -> np.ndarray:
 
 
 def make_mesh() -> jax.sharding.Mesh:
-  """The 1-D mesh 'data' over every device (Auto axis type, as the training loop's mesh)."""
+  """A 1-D mesh over every device of every process, axis 'data' (the sweeps', the training loop's and the evals').
+
+  The axis is `Auto`: XLA propagates shardings inside the step, so model code written for one device (a class
+  token concatenated to batch-sharded patches, SRT's shifted copies) runs unchanged. With JAX's newer default,
+  `Explicit` axes, such code raises ShardingTypeError unless every op spells out its sharding.
+  """
   return jax.make_mesh((jax.device_count(),), ('data',), axis_types=(jax.sharding.AxisType.Auto,))
 
 
@@ -179,9 +185,8 @@ def chunk_dataset(x: np.ndarray, y: np.ndarray, chunk_size: int, mesh: jax.shard
   """
   n = x.shape[0]
   num_chunks = int(math.ceil(n / chunk_size))
-  pad = num_chunks * chunk_size - n
-  x_pad = np.concatenate([np.asarray(x, np.float32), np.zeros((pad,) + x.shape[1:], np.float32)])
-  y_pad = np.concatenate([np.asarray(y, np.int32), np.full((pad,), -1, np.int32)])
+  x_pad = pad_rows(np.asarray(x, np.float32), num_chunks * chunk_size)
+  y_pad = pad_rows(np.asarray(y, np.int32), num_chunks * chunk_size, fill=-1)
   idx = np.arange(num_chunks * chunk_size, dtype=np.int32)
   data = NamedSharding(mesh, P(None, 'data'))
   return (jax.device_put(x_pad.reshape((num_chunks, chunk_size) + x.shape[1:]), data),

@@ -51,7 +51,7 @@ def test_nsde_apply_and_predict_name_an_nchw_batch():
   with pytest.raises(ValueError, match='^x: .*' + NCHW):
     nsde.predict(nsde.NSDEApply(CONVNEXT), variables, jnp.zeros((2, 3, 8, 8)), jax.random.key(0), draws=2)
   with pytest.raises(TypeError, match=r'^apply_fn: got a Flax module ConvNeXt; accepted: a function \(variables, '
-                     r'x, rng\)'):
+                     r'x, key\)'):
     nsde.predict(CONVNEXT, variables, x, jax.random.key(0), draws=2)
   # A stage-sized attribution map is refused with what to pass instead.
   with pytest.raises(ValueError, match=r"^noise_map: .*input's size \(B, H, W\) = \(2, 8, 8\).*without size="):

@@ -18,7 +18,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from tests import loop_probe, tfds_tiny
 from train import loop
 from tests.conftest import ROOT, TEST_XLA_FLAGS
-from train import checkpoint
+from train import state_checkpoint
 
 SMOKE = [sys.executable, '-m', 'train.classifier', '--config', 'configs/classifier.py:smoke']
 
@@ -43,7 +43,7 @@ def _records(workdir, split='train'):
 
 
 def _params(workdir):
-  state, _ = checkpoint.load_numpy(str(workdir))
+  state, _ = state_checkpoint.load_numpy(str(workdir))
   return state['params']
 
 
@@ -101,7 +101,7 @@ def test_kill_after_checkpoint_then_resume_is_bitwise(tmp_path):
   proc.send_signal(signal.SIGKILL)
   proc.wait()
   assert proc.returncode == -signal.SIGKILL, 'the run ended before it could be killed'
-  _, killed_at = checkpoint.load_numpy(str(killed))
+  _, killed_at = state_checkpoint.load_numpy(str(killed))
   assert 100 <= killed_at < 1500
   _train(killed, *overrides)                      # resumes
   straight = tmp_path / 'straight'

@@ -179,7 +179,7 @@ KINDS_STRENGTHS = (('gaussian', 1.0, 'batch'), ('salt_and_pepper', 0.3, 'batch')
 @functools.lru_cache(maxsize=None)
 def _noisy_fn(model, kind, axis):
   """Jitted injected forward with the strength as a traced argument (one compile per kind and axis)."""
-  return jax.jit(lambda v, x, s, key: inject.apply(model, v, x, noise=inject.Noise(kind, s, axis=axis), rng=key))
+  return jax.jit(lambda v, x, s, key: inject.apply(model, v, x, noise=inject.Noise(kind, s, axis=axis), key=key))
 
 
 @functools.lru_cache(maxsize=None)
@@ -257,7 +257,7 @@ def test_injection_errors(tiny):
   vmodel, vvars = tiny['vit']
   with pytest.raises(ValueError, match='encoderblock_0'):
     inject.apply(vmodel, vvars, x, noise=inject.Noise('linear', 0.4, layer='block9'))
-  with pytest.raises(TypeError, match='rng'):
+  with pytest.raises(TypeError, match='^key: got None'):
     inject.apply(model, variables, x, noise=inject.Noise('gaussian', 1.0))
   with pytest.raises(ValueError, match='noise.layer'):  # feature extraction stops before the layer
     jax.eval_shape(lambda v: inject.apply(model, v, x, 0, noise=inject.Noise('linear', 0.4),

@@ -1,7 +1,7 @@
 """Every ```python block of README.md runs as written, each in a fresh interpreter, so the README cannot rot.
 
 A block runs in a temporary working directory with this checkout first on the import path. A block that loads a
-checkpoint file a reader downloads (`checkpoints.load('<name>.pth')`) finds there a random-weight file of the same
+checkpoint file a reader downloads (`pretrained.load('<name>.pth')`) finds there a random-weight file of the same
 key layout, small enough to run in seconds, written by `CHECKPOINT_FILES`.
 """
 from __future__ import annotations

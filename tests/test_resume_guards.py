@@ -17,7 +17,7 @@ from configs import common
 from configs import spectro as spectro_config
 from srjax.models import convnext
 from tests.conftest import tree_digest
-from train import checkpoint, loop
+from train import loop, state_checkpoint
 from train import nsde as train_nsde
 
 
@@ -46,7 +46,7 @@ def test_a_diverging_run_stops_at_its_first_bad_step_and_saves_nothing_non_finit
   more = _probe_config(num_steps=12)                                      # extend (constant schedule)
   with pytest.raises(loop.NonFiniteError, match=r'^step 7: non-finite'):
     loop.run(more, workdir, _probe_task(more, learning_rate=float('nan')))
-  state, step = checkpoint.load_numpy(workdir)
+  state, step = state_checkpoint.load_numpy(workdir)
   assert step == 6 and np.isfinite(state['params']['w'])                  # the last good checkpoint is the latest
   assert all(np.isfinite(r['loss']) for r in _records(workdir))
 
@@ -70,7 +70,7 @@ def test_resume_accepts_bookkeeping_changes_and_refuses_the_rest(tmp_path):
   loop.run(config, workdir, _probe_task(config, learning_rate=0.1))
   ok = _probe_config(log_every=2, checkpoint_every=2, keep=5, num_steps=8)   # all in RESUMABLE_FIELDS
   loop.run(ok, workdir, _probe_task(ok, learning_rate=0.1))
-  assert checkpoint.load_numpy(workdir)[1] == 8
+  assert state_checkpoint.load_numpy(workdir)[1] == 8
   before = tree_digest(workdir)
   for field, value in (('seed', 1), ('optim.learning_rate', 0.5), ('data.source', 'digits'), ('batch_size', 4)):
     bad = _probe_config(log_every=2, checkpoint_every=2, keep=5, num_steps=8, **{field: value})

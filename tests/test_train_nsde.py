@@ -15,7 +15,7 @@ import pytest
 from configs import common
 from configs import spectro as spectro_config
 from tests.conftest import ROOT, TEST_XLA_FLAGS, tree_digest
-from train import checkpoint, loop, metrics
+from train import loop, metrics, state_checkpoint
 from train import nsde as train_nsde
 
 
@@ -50,8 +50,8 @@ def test_the_readme_commands_give_two_runs_in_two_workdirs(readme_runs):
       test_record = json.load(f)
     assert 0.0 <= test_record['accuracy'] <= 1.0 and metrics.read(str(workdir), 'test')[-1] == test_record
   # Two trainings: the baseline did not resume the NSDE's checkpoint.
-  a, _ = checkpoint.load_numpy(str(cwd / 'workdirs' / 'nsde'))
-  b, _ = checkpoint.load_numpy(str(cwd / 'workdirs' / 'convnext'))
+  a, _ = state_checkpoint.load_numpy(str(cwd / 'workdirs' / 'nsde'))
+  b, _ = state_checkpoint.load_numpy(str(cwd / 'workdirs' / 'convnext'))
   assert int(a['step']) == int(b['step']) == 4
   assert any(not np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a['params']), jax.tree.leaves(b['params'])))
 
@@ -83,10 +83,15 @@ def test_a_finished_run_reloads_from_its_workdir(readme_runs, kind):
   assert (kind == 'convnext') == bool(np.allclose(a, b))  # the ConvNeXt ignores rng, the NSDE's noise is on
   probs = reloaded.predict(reloaded.variables, x, jax.random.key(0))
   np.testing.assert_allclose(np.sum(probs, -1), 1.0, atol=1e-5)
-  # The CLI's test record is what test_metrics computes from the reloaded run.
-  again = train_nsde.test_metrics(reloaded, batch_size=int(reloaded.config.eval_batch_size),
-                                  seed=int(reloaded.config.seed))
-  assert again['accuracy'] == metrics.read(workdir, 'test')[-1]['accuracy']
+  # The CLI's test record (computed from the state the loop returned) is what test_metrics computes from the
+  # reloaded run, and train() on the finished run is the same run: same params, same single test record.
+  again = train_nsde.test_metrics(reloaded)
+  record = metrics.read(workdir, 'test')[-1]
+  assert again['accuracy'] == record['accuracy'] and again['loss'] == pytest.approx(record['loss'], rel=1e-6)
+  twin = train_nsde.train(reloaded.config, workdir)
+  assert twin.step == reloaded.step and len(metrics.read(workdir, 'test')) == 1
+  for a, b in zip(jax.tree.leaves(twin.variables), jax.tree.leaves(reloaded.variables)):
+    np.testing.assert_array_equal(a, b)
 
 
 def test_missing_checkpoint_and_bad_options_are_one_line_errors(tmp_path):

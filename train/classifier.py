@@ -4,18 +4,16 @@
 """
 from __future__ import annotations
 
-from typing import Callable, Iterator
+from typing import Callable
 
-import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 import optax
 
 from srjax import data as srdata
-from srjax.data.batches import batch_indices
 from srjax.models import classifier
 from train import cli, loop
+from train.batches import eval_batches, labelled_batches, masked_metrics
 from train.optim import make_optimizer
 
 
@@ -26,42 +24,6 @@ def load_data(config: ml_collections.ConfigDict, split: str) -> srdata.Dataset:
   kwargs = {'num_examples': config.data.num_examples} if 'num_examples' in config.data else {}
   return srdata.load(config.data.source, split, test_fraction=config.data.test_fraction, seed=config.seed,
                      **kwargs)
-
-
-def eval_batches(dataset: srdata.Dataset, batch_size: int, process_index: int,
-                 process_count: int) -> Iterator[loop.Batch]:
-  """This process's shards of fixed-size batches over `dataset`, zero-padded with mask 0 at the end."""
-  n = len(dataset)
-  for start in range(0, n, batch_size):
-    idx = np.arange(start, start + batch_size)
-    mask = (idx < n).astype(np.float32)
-    idx = np.minimum(idx, n - 1)
-    local = batch_size // process_count
-    part = slice(process_index * local, (process_index + 1) * local)
-    yield {'image': dataset.images[idx][part], 'label': dataset.labels[idx][part], 'mask': mask[part]}
-
-
-def labelled_batches(dataset: srdata.Dataset, config: ml_collections.ConfigDict
-                     ) -> Callable[[int, int, int], loop.Batch]:
-  """The loop's `train_batch`: (step, process_index, process_count) -> this process's {'image', 'label'} shard."""
-  def train_batch(step: int, process_index: int, process_count: int) -> loop.Batch:
-    idx = batch_indices(step, config.batch_size, len(dataset), seed=config.seed,
-                        process_index=process_index, process_count=process_count)
-    return {'image': dataset.images[idx], 'label': dataset.labels[idx]}
-  return train_batch
-
-
-def masked_metrics(logits: jax.Array, labels: jax.Array, mask: jax.Array) -> dict[str, jax.Array]:
-  """Mean cross-entropy and accuracy over the examples with mask 1, plus their count as the batch 'weight'.
-
-  Args:
-    logits: [B, K]; labels: [B] int; mask: [B] float (0 for padding).
-  """
-  xent = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
-  correct = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
-  count = mask.sum()
-  weight = jnp.maximum(count, 1.0)
-  return {'loss': jnp.sum(xent * mask) / weight, 'accuracy': jnp.sum(correct * mask) / weight, 'weight': count}
 
 
 def classification_task(config: ml_collections.ConfigDict, train_set: srdata.Dataset, test_set: srdata.Dataset,

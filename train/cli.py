@@ -20,7 +20,7 @@ import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from train import checkpoint, distributed
+from train import distributed, state_checkpoint
 from train import metrics as metrics_file
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file, optionally with a preset: file.py:preset.',
@@ -146,15 +146,16 @@ def summary_line(name: str, workdir: str, seconds: float) -> str:
 
 def main(build_task: Callable[[ml_collections.ConfigDict], object], *,
          on_start: Callable[[ml_collections.ConfigDict, str], None] | None = None,
-         on_finish: Callable[[ml_collections.ConfigDict, str, float], None] | None = None,
+         run: Callable[[ml_collections.ConfigDict, str], str] | None = None,
          default_workdir: Callable[[ml_collections.ConfigDict], str] | None = None) -> None:
   """Parses the flags, initialises multi-host JAX when asked to, builds the task and runs the shared loop.
 
   Args:
     build_task: config -> loop.Task.
     on_start: optional (config, workdir), called before training (e.g. to store the config in the workdir).
-    on_finish: optional (config, workdir, wall seconds), called after the loop (e.g. a test evaluation and a
-      summary line). Default: print `summary_line` (on process 0).
+    run: optional (config, workdir) -> summary line: the entry point's whole job (its programmatic twin, e.g.
+      `train.nsde.run`: the loop, then a test evaluation of the state it returns), used instead of the loop;
+      the line is printed on process 0. Default: the shared loop, then `summary_line`.
     default_workdir: optional config -> the workdir used when --workdir is not given; default
       `workdirs/<entry point>` (train.nsde gives each model kind its own, so a baseline never resumes another
       kind's run).
@@ -188,14 +189,17 @@ def main(build_task: Callable[[ml_collections.ConfigDict], object], *,
       start = time.perf_counter()
       if on_start is not None:
         on_start(_CONFIG.value, workdir)
+      if run is not None:
+        line = run(_CONFIG.value, workdir)
+        if jax.process_index() == 0:
+          print(line, flush=True)
+        return
       loop.run(_CONFIG.value, workdir, build_task(_CONFIG.value))
       seconds = time.perf_counter() - start
-      if on_finish is not None:
-        on_finish(_CONFIG.value, workdir, seconds)
-      elif jax.process_index() == 0:
+      if jax.process_index() == 0:
         name = f'train.{entry} ({config_flags.get_config_filename(flags.FLAGS["config"])})'
         print(summary_line(name, workdir, seconds), flush=True)
-    except (checkpoint.CheckpointError, FileNotFoundError, ValueError, FloatingPointError) as e:
+    except (state_checkpoint.CheckpointError, FileNotFoundError, ValueError, FloatingPointError) as e:
       # Bad data source, missing TFDS data, bad option values, unusable checkpoint, a workdir holding another
       # config's run, a diverging run: one line, no traceback.
       print(f'error: {e}', file=sys.stderr)

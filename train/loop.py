@@ -32,7 +32,8 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from tqdm.auto import tqdm
 
 from srjax import checks
-from train import checkpoint
+from srjax.sweep import make_mesh  # the one mesh of the library, the loop and the evals
+from train import state_checkpoint
 from train.metrics import MetricsWriter
 
 Params = Any
@@ -84,16 +85,6 @@ class TrainState:
   params: Params
   opt_state: Any
   model_state: ModelState
-
-
-def make_mesh() -> jax.sharding.Mesh:
-  """A 1D mesh over every device of every process, axis 'data'.
-
-  The axis is `Auto`: XLA propagates shardings inside the step, so model code written for one device (a class
-  token concatenated to batch-sharded patches, SRT's shifted copies) runs unchanged. With JAX's newer default,
-  `Explicit` axes, such code raises ShardingTypeError unless every op spells out its sharding.
-  """
-  return jax.make_mesh((jax.device_count(),), ('data',), axis_types=(jax.sharding.AxisType.Auto,))
 
 
 def shard_batch(batch: Batch, sharding: NamedSharding) -> dict[str, jax.Array]:
@@ -217,6 +208,32 @@ def _mean_metrics(records: list[dict[str, Any]]) -> dict[str, float]:
   return {k: float(np.sum([float(r[k]) * w for r, w in zip(records, weights)]) / total) for k in keys}
 
 
+def _evaluate_batches(eval_step: Callable, state: TrainState, batches: Iterable[Batch],
+                      data_sharding: NamedSharding) -> dict[str, float]:
+  records = [jax.device_get(eval_step(state.params, state.model_state, shard_batch(b, data_sharding)))
+             for b in batches]
+  return _mean_metrics(records) if records else {}
+
+
+def evaluate(evaluate_fn: Callable, state: TrainState, batches: Iterable[Batch]) -> dict[str, float]:
+  """The loop's evaluation of `state` on other batches (e.g. a test split after training).
+
+  Args:
+    evaluate_fn: a `Task.evaluate`, (params, model_state, batch) -> metrics with an optional 'weight'.
+    state: the `TrainState` (e.g. the one `run` returns).
+    batches: this process's host batches (`train.batches.eval_batches`: padded, with a mask).
+
+  Returns:
+    The metrics averaged over the batches with their weights (the examples they hold); {} for no batch.
+  """
+  mesh = make_mesh()
+  data_sharding = NamedSharding(mesh, P('data'))
+  eval_step = jax.jit(evaluate_fn, in_shardings=(NamedSharding(mesh, P()), NamedSharding(mesh, P()), data_sharding),
+                      out_shardings=NamedSharding(mesh, P()))
+  state = jax.device_put(state, NamedSharding(mesh, P()))
+  return _evaluate_batches(eval_step, state, batches, data_sharding)
+
+
 def run(config: ml_collections.ConfigDict, workdir: str, task: Task) -> TrainState:
   """Trains `task` for `config.num_steps` steps in `workdir`, resuming from its latest checkpoint.
 
@@ -238,8 +255,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, task: Task) -> TrainSta
   init_rng, train_rng = jax.random.split(root)
 
   state = init_state(task, init_rng, replicated)
-  mngr = checkpoint.manager(workdir, keep=config.keep)
-  restored = checkpoint.restore_latest(mngr, state)
+  mngr = state_checkpoint.manager(workdir, keep=config.keep)
+  restored = state_checkpoint.restore_latest(mngr, state)
   start = 0
   if restored is not None:
     state, start = restored
@@ -254,10 +271,10 @@ def run(config: ml_collections.ConfigDict, workdir: str, task: Task) -> TrainSta
   def evaluate(step: int) -> None:
     if eval_step is None:
       return
-    records = [jax.device_get(eval_step(state.params, state.model_state, shard_batch(b, data_sharding)))
-               for b in task.eval_batches(jax.process_index(), jax.process_count())]
-    if records:
-      writer.write({'step': step, 'split': 'eval', **_mean_metrics(records)})
+    means = _evaluate_batches(eval_step, state, task.eval_batches(jax.process_index(), jax.process_count()),
+                              data_sharding)
+    if means:
+      writer.write({'step': step, 'split': 'eval', **means})
 
   sync_every = min(config.log_every, MAX_QUEUED_STEPS)
   pending: list[dict[str, jax.Array]] = []
@@ -299,10 +316,10 @@ def run(config: ml_collections.ConfigDict, workdir: str, task: Task) -> TrainSta
     if evaluating:
       evaluate(done)
     if saving:
-      checkpoint.save(mngr, done, state)
+      state_checkpoint.save(mngr, done, state)
   bar.close()
   if start >= config.num_steps and mngr.latest_step() != config.num_steps:
-    checkpoint.save(mngr, int(state.step), state)
+    state_checkpoint.save(mngr, int(state.step), state)
   mngr.wait_until_finished()
   mngr.close()
   return state

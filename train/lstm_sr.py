@@ -16,6 +16,7 @@ from srjax import sweep
 from srjax.data.no_signal import with_no_signal
 from srjax.models import classifier, lstm
 from srjax.models.apply_fn import ModuleApply
+from train import batches
 from train import classifier as clf
 from train import cli, loop
 from train.optim import make_optimizer
@@ -94,11 +95,11 @@ def build_task(config: ml_collections.ConfigDict) -> loop.Task:
 
   def evaluate(params, model_state, batch):
     del model_state
-    return clf.masked_metrics(model.apply({'params': params}, batch['image']), batch['label'], batch['mask'])
+    return batches.masked_metrics(model.apply({'params': params}, batch['image']), batch['label'], batch['mask'])
 
-  return loop.Task(init=init, loss=loss, train_batch=clf.labelled_batches(train_set, config),
+  return loop.Task(init=init, loss=loss, train_batch=batches.labelled_batches(train_set, config),
                    optimizer=make_optimizer(config.optim, config.num_steps), evaluate=evaluate,
-                   eval_batches=lambda pi, pc: clf.eval_batches(test_set, config.eval_batch_size, pi, pc))
+                   eval_batches=lambda pi, pc: batches.eval_batches(test_set, config.eval_batch_size, pi, pc))
 
 
 if __name__ == '__main__':

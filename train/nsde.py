@@ -29,9 +29,9 @@ from srjax import data as srdata
 from srjax import nsde
 from srjax.data import spectro
 from srjax.models import convnext
-from train import checkpoint, cli, loop
+from train import cli, loop, state_checkpoint
 from train import metrics as metrics_file
-from train.classifier import eval_batches, labelled_batches, masked_metrics
+from train.batches import eval_batches, labelled_batches, masked_metrics
 from train.optim import make_optimizer
 
 KINDS = ('nsde', 'convnext')
@@ -86,6 +86,18 @@ def make_predict(config: ml_collections.ConfigDict, apply_fn: nsde.NSDEApply) ->
   return nsde.Predict(apply_fn, draws=int(config.model.test_draws) if apply_fn.sde is not None else 1)
 
 
+def make_evaluate(predict: nsde.Predict, seed: int) -> Callable:
+  """The loop's `Task.evaluate`: masked accuracy and loss (the negative log of the mean softmax over the
+  test-time draws) of one batch; the draws come from key(seed + 1), the same for every batch and evaluation."""
+  key = jax.random.key(seed + 1)
+
+  def evaluate(params, model_state, batch):
+    del model_state
+    probs = predict({'params': params}, batch['image'], key)
+    return masked_metrics(jnp.log(probs + 1e-12), batch['label'], batch['mask'])
+  return evaluate
+
+
 def build_task(config: ml_collections.ConfigDict) -> loop.Task:
   """The loop's Task: cross-entropy of one noise draw per step (noise on in training), validation metrics of
   the mean softmax over the test-time draws."""
@@ -96,7 +108,6 @@ def build_task(config: ml_collections.ConfigDict) -> loop.Task:
   model = build_model(config, train_set.num_classes)
   train_apply = make_apply(config, model, train=True)
   predict = make_predict(config, make_apply(config, model))
-  eval_key = jax.random.key(config.seed + 1)
 
   def init(rng):
     return model.init(rng, jnp.zeros((1,) + train_set.images.shape[1:], jnp.float32))['params'], {}
@@ -108,13 +119,9 @@ def build_task(config: ml_collections.ConfigDict) -> loop.Task:
     accuracy = jnp.mean(jnp.argmax(logits, -1) == batch['label'])
     return xent, ({'accuracy': accuracy}, model_state)
 
-  def evaluate(params, model_state, batch):
-    del model_state
-    probs = predict({'params': params}, batch['image'], eval_key)
-    return masked_metrics(jnp.log(probs + 1e-12), batch['label'], batch['mask'])
-
   return loop.Task(init=init, loss=loss, train_batch=labelled_batches(train_set, config),
-                   optimizer=make_optimizer(config.optim, config.num_steps), evaluate=evaluate,
+                   optimizer=make_optimizer(config.optim, config.num_steps),
+                   evaluate=make_evaluate(predict, int(config.seed)),
                    eval_batches=lambda pi, pc: eval_batches(val_set, config.eval_batch_size, pi, pc))
 
 
@@ -146,8 +153,16 @@ def default_workdir(config: ml_collections.ConfigDict) -> str:
   return os.path.join('workdirs', str(config.model.kind))
 
 
+def _trained(config: ml_collections.ConfigDict, params: Any, step: int) -> Trained:
+  test_set = load_data(config, 'test')
+  model = build_model(config, test_set.num_classes)
+  apply_fn = make_apply(config, model)
+  return Trained(config=config, model=model, variables={'params': params}, apply_fn=apply_fn,
+                 predict=make_predict(config, apply_fn), test_set=test_set, step=int(step))
+
+
 def load_trained(workdir: str, config: ml_collections.ConfigDict | None = None) -> Trained:
-  """Reloads the latest checkpoint of a `python -m train.nsde` workdir.
+  """Reloads the latest checkpoint of a `python -m train.nsde` workdir (for evaluating a stored run).
 
   Args:
     workdir: the run's workdir.
@@ -164,57 +179,63 @@ def load_trained(workdir: str, config: ml_collections.ConfigDict | None = None) 
   if not os.path.isdir(directory) or not any(n.isdigit() for n in os.listdir(directory)):
     raise FileNotFoundError(f'{workdir} holds no checkpoint (no {directory}/<step>): train it first with '
                             f'python -m train.nsde --config configs/spectro.py --workdir {workdir}')
-  tree, step = checkpoint.load_numpy(workdir)
-  test_set = load_data(config, 'test')
-  model = build_model(config, test_set.num_classes)
-  apply_fn = make_apply(config, model)
-  return Trained(config=config, model=model, variables={'params': tree['params']}, apply_fn=apply_fn,
-                 predict=make_predict(config, apply_fn), test_set=test_set, step=int(step))
+  tree, step = state_checkpoint.load_numpy(workdir)
+  return _trained(config, tree['params'], step)
 
 
-def test_metrics(trained: Trained, *, batch_size: int = 250, seed: int = 0) -> dict[str, float]:
-  """Accuracy and loss (negative log of the mean softmax) on the test split."""
-  key = jax.random.key(seed)
-  predict = jax.jit(trained.predict)
-  n = len(trained.test_set)
-  correct, nll = 0.0, 0.0
-  for start in range(0, n, batch_size):
-    x = trained.test_set.images[start:start + batch_size]
-    y = trained.test_set.labels[start:start + batch_size]
-    pad = batch_size - len(x)   # one compiled shape: pad the last batch
-    xp = np.concatenate([x, np.zeros((pad,) + x.shape[1:], x.dtype)]) if pad else x
-    probs = np.asarray(predict(trained.variables, xp, jax.random.fold_in(key, start)))[:len(x)]
-    correct += float(np.sum(probs.argmax(-1) == y))
-    nll += float(-np.sum(np.log(probs[np.arange(len(y)), y] + 1e-12)))
-  return {'accuracy': correct / n, 'loss': nll / n, 'examples': n}
-
-
-def finish(config: ml_collections.ConfigDict, workdir: str, seconds: float) -> str:
-  """Evaluates the test split of a finished run, records it (metrics.jsonl, test_metrics.json) and returns the
-  summary line."""
-  trained = load_trained(workdir, config)
-  metrics = test_metrics(trained, batch_size=int(config.eval_batch_size), seed=int(config.seed))
-  record = {'step': trained.step, 'split': 'test', **metrics, 'train_seconds': seconds}
-  metrics_file.MetricsWriter(workdir, trained.step).write(record)
-  with open(os.path.join(workdir, TEST_FILE), 'w') as f:
-    json.dump(record, f, indent=2)
-  return (f'train.nsde {config.model.kind} ({config.model.variant}): test accuracy {metrics["accuracy"]:.4f}, '
-          f'test loss {metrics["loss"]:.4f} on {metrics["examples"]} examples; wall {seconds:.0f} s; '
-          f'checkpoints {os.path.join(workdir, "checkpoints")}, metrics {os.path.join(workdir, "metrics.jsonl")}')
+def test_metrics(trained: Trained) -> dict[str, float]:
+  """Accuracy and loss (negative log of the mean softmax over the test-time draws) on the test split: the
+  loop's evaluation (`loop.evaluate`, the validation's `make_evaluate`) on padded, masked batches of
+  config.eval_batch_size."""
+  config = trained.config
+  state = loop.TrainState(step=jnp.asarray(trained.step, jnp.int32), params=trained.variables['params'],
+                          opt_state=(), model_state={})
+  batches = eval_batches(trained.test_set, int(config.eval_batch_size), jax.process_index(), jax.process_count())
+  means = loop.evaluate(make_evaluate(trained.predict, int(config.seed)), state, batches)
+  return {'accuracy': means['accuracy'], 'loss': means['loss'], 'examples': len(trained.test_set)}
 
 
 def train(config: ml_collections.ConfigDict, workdir: str) -> Trained:
-  """Trains (or resumes, or reuses a finished run) with the shared loop, which stores the config in the workdir
-  and refuses a workdir holding another config's run; returns the trained run. The programmatic twin of the
-  command line."""
-  loop.run(config, workdir, build_task(config))
-  return load_trained(workdir, config)
+  """The main job, as the command line runs it: trains (or resumes, or reuses a finished run) with the shared
+  loop, which stores the config in the workdir and refuses a workdir holding another config's run; then
+  evaluates the test split with the state the loop returns and records it (a {'split': 'test'} line in
+  metrics.jsonl and test_metrics.json; a finished run whose record is for this step keeps it).
 
-
-def _on_finish(config: ml_collections.ConfigDict, workdir: str, seconds: float) -> None:
+  Returns:
+    The trained run.
+  """
+  start = time.perf_counter()
+  state = loop.run(config, workdir, build_task(config))
+  seconds = time.perf_counter() - start
+  trained = _trained(config, jax.device_get(state.params), int(state.step))
+  path = os.path.join(workdir, TEST_FILE)
+  if os.path.exists(path):
+    with open(path) as f:
+      previous = json.load(f)
+    if previous.get('step') == trained.step:
+      return trained
+  record = {'step': trained.step, 'split': 'test', **test_metrics(trained), 'train_seconds': seconds}
   if jax.process_index() == 0:
-    print(finish(config, workdir, seconds), flush=True)
+    metrics_file.MetricsWriter(workdir, trained.step).write(record)
+    tmp = path + '.tmp'
+    with open(tmp, 'w') as f:
+      json.dump(record, f, indent=2)
+    os.replace(tmp, path)
+  return trained
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> str:
+  """`train`, then the command line's summary line (test accuracy and loss, wall time, where the files are)."""
+  start = time.perf_counter()
+  trained = train(config, workdir)
+  seconds = time.perf_counter() - start
+  with open(os.path.join(workdir, TEST_FILE)) as f:
+    record = json.load(f)
+  return (f'train.nsde {config.model.kind} ({config.model.variant}): test accuracy {record["accuracy"]:.4f}, '
+          f'test loss {record["loss"]:.4f} on {record["examples"]} examples at step {trained.step}; wall '
+          f'{seconds:.0f} s; checkpoints {os.path.join(workdir, "checkpoints")}, metrics '
+          f'{os.path.join(workdir, "metrics.jsonl")}')
 
 
 if __name__ == '__main__':
-  cli.main(build_task, on_finish=_on_finish, default_workdir=default_workdir)
+  cli.main(build_task, run=run, default_workdir=default_workdir)

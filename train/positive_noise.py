@@ -30,7 +30,7 @@ def has_batch_norm(config: ml_collections.ConfigDict) -> bool:
 
 
 def logits_fn(model: Any, config: ml_collections.ConfigDict, params: Any, model_state: Any, x: jax.Array, *,
-              train: bool, noise: inject.Noise, rng: jax.Array | None) -> tuple[jax.Array, Any]:
+              train: bool, noise: inject.Noise, key: jax.Array | None) -> tuple[jax.Array, Any]:
   """(logits [B, K], new model_state) of `model` with `noise` injected (kind 'none' for the plain model).
 
   Args:
@@ -40,13 +40,13 @@ def logits_fn(model: Any, config: ml_collections.ConfigDict, params: Any, model_
     x: images [B, H, W, C].
     train: BatchNorm in training mode (statistics updated) or inference mode.
     noise: what to inject.
-    rng: PRNG key for the random kinds.
+    key: PRNG key for the random kinds.
   """
   bn = has_batch_norm(config)
   variables = variables_of(params, model_state) if bn else {'params': params}
   if bn and train:
-    return inject.apply(model, variables, x, noise=noise, rng=rng, train=True, mutable=['batch_stats'])
-  return inject.apply(model, variables, x, noise=noise, rng=rng), model_state
+    return inject.apply(model, variables, x, noise=noise, key=key, train=True, mutable=['batch_stats'])
+  return inject.apply(model, variables, x, noise=noise, key=key), model_state
 
 
 def build_task(config: ml_collections.ConfigDict) -> loop.Task:
@@ -69,7 +69,7 @@ def build_task(config: ml_collections.ConfigDict) -> loop.Task:
 
   def task_logits(params, model_state, images, rng, train):
     return logits_fn(model, config, params, model_state, images, train=train,
-                     noise=train_noise if train else test_noise, rng=rng if train else eval_key)
+                     noise=train_noise if train else test_noise, key=rng if train else eval_key)
 
   return classification_task(config, train_set, test_set, init, task_logits)
 

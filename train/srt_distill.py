@@ -28,7 +28,8 @@ from srjax.data.batches import batch_indices
 from srjax.models import vit
 from srjax.srt_lib import srt
 from train import cli, loop, srt_classifier
-from train.classifier import eval_batches, load_data
+from train.batches import eval_batches
+from train.classifier import load_data
 from train.optim import make_optimizer
 
 LOSSES = ('mse', 'norm')

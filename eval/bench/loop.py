@@ -23,7 +23,7 @@ def worker(model: str, steps: int, batch_size: int) -> dict[str, float]:
   from configs import classifier as classifier_config  # pylint: disable=g-import-not-at-top
   from configs import common as config_common  # pylint: disable=g-import-not-at-top
   from eval.bench import common  # pylint: disable=g-import-not-at-top
-  from train import checkpoint, loop  # pylint: disable=g-import-not-at-top
+  from train import loop, state_checkpoint  # pylint: disable=g-import-not-at-top
   from train.classifier import build_task  # pylint: disable=g-import-not-at-top
 
   config = config_common.override(classifier_config.get_config(), {'model': model, 'batch_size': batch_size})
@@ -49,9 +49,9 @@ def worker(model: str, steps: int, batch_size: int) -> dict[str, float]:
   steps_per_sec = steps / (time.perf_counter() - start)
 
   with tempfile.TemporaryDirectory() as workdir:
-    mngr = checkpoint.manager(workdir, keep=2)
+    mngr = state_checkpoint.manager(workdir, keep=2)
     start = time.perf_counter()
-    checkpoint.save(mngr, 1, state)
+    state_checkpoint.save(mngr, 1, state)
     mngr.wait_until_finished()
     save_s = time.perf_counter() - start
     mngr.close()

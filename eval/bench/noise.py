@@ -42,7 +42,7 @@ def main() -> None:
     compiled = []
     for kind, strength, axis in VARIANTS:
       noise = inject.Noise(kind, strength, axis=axis)
-      fn = jax.jit(lambda v, x, k, noise=noise: inject.apply(model, v, x, noise=noise, rng=k))
+      fn = jax.jit(lambda v, x, k, noise=noise: inject.apply(model, v, x, noise=noise, key=k))
       c, compile_s = common.compile_seconds(fn, variables, x, key)
       common.block(c(variables, x, key))
       compiled.append((c, compile_s))

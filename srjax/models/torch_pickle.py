@@ -21,7 +21,7 @@ Both on-disk layouts are read:
 
 The functions here take bytes or an already-open binary file object; they never open paths themselves. The
 weight loaders that read checkpoint files (``srjax.models.efficientnet.load_pretrained`` and
-``srjax.models.checkpoints.load``) open the file and pass it here.
+``srjax.models.pretrained.load``) open the file and pass it here.
 """
 from __future__ import annotations
 

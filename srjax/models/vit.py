@@ -509,7 +509,7 @@ def params_from_torch(state_dict: Mapping[str, Any], num_heads: int | None = Non
 
   Args:
     state_dict: mapping from PyTorch parameter names to arrays (convert tensors with `.numpy()` first, or read
-      the file with `srjax.models.checkpoints.load_state_dict`).
+      the file with `srjax.models.pretrained.load_state_dict`).
     num_heads: attention heads; None means width // 64 (see `config_from_torch`).
 
   Returns:

@@ -1,4 +1,4 @@
-"""Tests for srjax.models.checkpoints: checkpoint files (a torch.save zip written here from the format, without
+"""Tests for srjax.models.pretrained: checkpoint files (a torch.save zip written here from the format, without
 torch; .safetensors when the package is installed) load into (model, variables) that equal the in-memory
 conversion; wrappers and prefixes are removed; hostile pickles stay refused; ConvNeXt dispatches lazily."""
 from __future__ import annotations
@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from srjax.models import checkpoints, convnext, torch_pickle, vit
+from srjax.models import pretrained, convnext, torch_pickle, vit
 from tests.test_convnext import _random_timm_state_dict, _timm_forward
 from tests.torch_files import torch_save_zip
 
@@ -46,11 +46,11 @@ def _features(model, variables, seed=1):
 def test_pth_loads_as_the_in_memory_conversion(tmp_path, vit_sd):
   path = tmp_path / 'dinov2_reg.pth'
   path.write_bytes(torch_save_zip(vit_sd))
-  sd = checkpoints.load_state_dict(str(path))
+  sd = pretrained.load_state_dict(str(path))
   assert set(sd) == set(vit_sd)
   for k, v in vit_sd.items():
     np.testing.assert_array_equal(sd[k], v)
-  model, variables = checkpoints.load(str(path), num_heads=2)
+  model, variables = pretrained.load(str(path), num_heads=2)
   ref_model, ref_params = vit.from_torch(vit_sd, num_heads=2)
   assert model == ref_model and model.num_registers == 4 and model.layer_scale
   np.testing.assert_array_equal(_features(model, variables), _features(ref_model, ref_params))
@@ -62,7 +62,7 @@ def test_wrappers_and_prefixes_are_removed(tmp_path, vit_sd):
              'student': {f'module.backbone.{k}': v * 0 for k, v in vit_sd.items()}}
   path = tmp_path / 'full_checkpoint.pth'
   path.write_bytes(torch_save_zip(wrapped))
-  sd = checkpoints.load_state_dict(str(path))
+  sd = pretrained.load_state_dict(str(path))
   assert set(sd) == set(vit_sd)
   np.testing.assert_array_equal(sd['cls_token'], vit_sd['cls_token'])  # the teacher, not the student
 
@@ -71,7 +71,7 @@ def test_safetensors(tmp_path, vit_sd):
   st = pytest.importorskip('safetensors.numpy')
   path = tmp_path / 'model.safetensors'
   st.save_file(vit_sd, str(path))
-  model, variables = checkpoints.load(str(path), num_heads=2)
+  model, variables = pretrained.load(str(path), num_heads=2)
   ref_model, ref_params = vit.from_torch(vit_sd, num_heads=2)
   np.testing.assert_array_equal(_features(model, variables), _features(ref_model, ref_params))
 
@@ -81,37 +81,37 @@ def test_safetensors_without_the_package_is_a_clear_import_error(tmp_path, monke
   path.write_bytes(b'\x08\x00\x00\x00\x00\x00\x00\x00{}      ')
   monkeypatch.setitem(sys.modules, 'safetensors', None)  # import safetensors -> ImportError
   with pytest.raises(ImportError, match='needs the safetensors package'):
-    checkpoints.load_state_dict(str(path))
+    pretrained.load_state_dict(str(path))
 
 
 def test_hostile_pickle_stays_refused(tmp_path):
   path = tmp_path / 'evil.pth'
   path.write_bytes(b'\x80\x02cos\nsystem\nX\x04\x00\x00\x00echoq\x85R.')
   with pytest.raises(torch_pickle.UnsafePickleError, match='os.system'):
-    checkpoints.load(str(path))
+    pretrained.load(str(path))
 
 
 def test_argument_errors(tmp_path, vit_sd):
   with pytest.raises(FileNotFoundError, match='path'):
-    checkpoints.load(str(tmp_path / 'missing.pth'))
+    pretrained.load(str(tmp_path / 'missing.pth'))
   other = tmp_path / 'weights.npz'
   other.write_bytes(b'x')
   with pytest.raises(ValueError, match=r'path: got .*\.safetensors'):
-    checkpoints.load(str(other))
+    pretrained.load(str(other))
   path = tmp_path / 'resnet.pth'
   path.write_bytes(torch_save_zip({'conv1.weight': np.zeros((2, 3, 3, 3), np.float32)}))
   with pytest.raises(ValueError, match='ConvNeXt'):
-    checkpoints.load(str(path))
+    pretrained.load(str(path))
 
 
 def test_a_timm_convnext_pth_loads_and_matches_the_float64_forward(tmp_path):
-  """A real torch zip file of a random timm-layout ConvNeXt -> checkpoints.load -> timm's logits."""
+  """A real torch zip file of a random timm-layout ConvNeXt -> pretrained.load -> timm's logits."""
   rng = np.random.default_rng(3)
   depths, dims = (1, 2), (8, 16)
   sd = _random_timm_state_dict(rng, depths, dims, patch=4, in_chans=2, num_classes=5)
   path = tmp_path / 'convnext.pth'
   path.write_bytes(torch_save_zip({'model': {f'module.{k}': v for k, v in sd.items()}}))   # wrapped + prefixed
-  model, variables = checkpoints.load(str(path))
+  model, variables = pretrained.load(str(path))
   assert isinstance(model, convnext.ConvNeXt) and set(variables) == {'params'}
   assert (tuple(model.depths), tuple(model.dims), model.stem_patch, model.num_classes) == (depths, dims, 4, 5)
   x = rng.uniform(size=(2, 2, 16, 16))                                   # NCHW, as timm takes it
@@ -124,9 +124,9 @@ def test_the_official_convnext_layout_is_refused_with_a_clear_error(tmp_path):
         'stages.0.0.dwconv.weight': np.ones((4, 1, 7, 7), np.float32)}
   path = tmp_path / 'convnext_official.pth'
   path.write_bytes(torch_save_zip(sd))
-  assert checkpoints.architecture(sd) == 'convnext'
+  assert pretrained.architecture(sd) == 'convnext'
   with pytest.raises(ValueError, match='timm-layout ConvNeXt'):
-    checkpoints.load(str(path))
+    pretrained.load(str(path))
 
 
 def test_a_partial_prefix_is_never_stripped(tmp_path, vit_sd):
@@ -136,10 +136,10 @@ def test_a_partial_prefix_is_never_stripped(tmp_path, vit_sd):
   partial = {(f'module.{k}' if i % 2 else k): v for i, (k, v) in enumerate(sorted(vit_sd.items()))}
   path = tmp_path / 'partial.pth'
   path.write_bytes(torch_save_zip(partial))
-  sd = checkpoints.load_state_dict(str(path))
+  sd = pretrained.load_state_dict(str(path))
   assert set(sd) == set(partial)
   for k in keys:
     stored = f'module.{k}' if f'module.{k}' in partial else k
     np.testing.assert_array_equal(sd[stored], vit_sd[k])
   with pytest.raises(ValueError):
-    checkpoints.load(str(path), num_heads=2)
+    pretrained.load(str(path), num_heads=2)

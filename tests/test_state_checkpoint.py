@@ -1,4 +1,4 @@
-"""train/checkpoint.py in process: a checkpoint of another dtype or shape is a CheckpointError, left untouched."""
+"""train/state_checkpoint.py in process: a checkpoint of another dtype or shape is a CheckpointError, left untouched."""
 from __future__ import annotations
 
 import hashlib
@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from train import checkpoint
+from train import state_checkpoint
 
 
 def _tree_digest(folder: str) -> str:
@@ -31,15 +31,15 @@ def _state(kernel_dtype=jnp.float32, kernel_shape=(3, 2)):
 @pytest.fixture(scope='module')
 def saved(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp('ckpt'))
-  mngr = checkpoint.manager(workdir, keep=2)
-  checkpoint.save(mngr, 5, _state())
+  mngr = state_checkpoint.manager(workdir, keep=2)
+  state_checkpoint.save(mngr, 5, _state())
   mngr.wait_until_finished()
   mngr.close()
   return workdir
 
 
 def test_matching_state_restores_exactly(saved):
-  restored, step = checkpoint.restore_latest(checkpoint.manager(saved, keep=2), _state())
+  restored, step = state_checkpoint.restore_latest(state_checkpoint.manager(saved, keep=2), _state())
   assert step == 5
   np.testing.assert_array_equal(restored['params']['dense']['kernel'], np.arange(6).reshape(3, 2))
 
@@ -51,8 +51,8 @@ def test_matching_state_restores_exactly(saved):
 ])
 def test_other_dtype_or_shape_is_an_error_and_left_untouched(saved, target, needle):
   before = _tree_digest(saved)
-  with pytest.raises(checkpoint.CheckpointError, match=needle):
-    checkpoint.restore_latest(checkpoint.manager(saved, keep=2), target)
+  with pytest.raises(state_checkpoint.CheckpointError, match=needle):
+    state_checkpoint.restore_latest(state_checkpoint.manager(saved, keep=2), target)
   assert _tree_digest(saved) == before
 
 
@@ -60,7 +60,7 @@ def test_other_tree_names_the_missing_and_extra_leaves(saved):
   target = _state()
   target['params']['other'] = {'kernel': jnp.zeros((1,))}
   del target['params']['dense']['bias']
-  with pytest.raises(checkpoint.CheckpointError) as info:
-    checkpoint.restore_latest(checkpoint.manager(saved, keep=2), target)
+  with pytest.raises(state_checkpoint.CheckpointError) as info:
+    state_checkpoint.restore_latest(state_checkpoint.manager(saved, keep=2), target)
   assert 'params/dense/bias: in the checkpoint, not in this config' in str(info.value)
   assert 'params/other/kernel: expected float32[1], missing from the checkpoint' in str(info.value)

@@ -1,4 +1,5 @@
-"""Orbax checkpointing for the shared loop: save every N steps, keep K, resume from the latest, fail loudly.
+"""The training state's checkpoints (orbax) for the shared loop: save every N steps, keep K, resume from the
+latest, fail loudly. (Named `train.checkpoint` before; pretrained weights files are `srjax.models.pretrained`.)
 
 A checkpoint that cannot be read, or whose arrays do not match the state this config builds, raises
 `CheckpointError`; it is never deleted or overwritten.

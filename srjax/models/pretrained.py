@@ -1,4 +1,5 @@
-"""Checkpoint files as users download them: one call from a `.pth` / `.safetensors` file to (model, variables).
+"""Pretrained weights files as users download them: one call from a `.pth` / `.safetensors` file to (model,
+variables). (Named `srjax.models.checkpoints` before; a training run's own checkpoints are `train.state_checkpoint`.)
 
 This module is a weight loader: it reads files (the only other places `srjax` reads files are `srjax.data` and
 `efficientnet.load_pretrained`).
