@@ -6,8 +6,8 @@ apply the head. A CIFAR-style ResNet is trained here with the shared loop on the
 
 Cost (2-core laptop CPU): training ResNet-20 for 500 steps takes 3-6 min per seed, the SRT evaluation of the
 1,000 test digits at d = 1, 2, 3 (83 shifted passes per variant) about 3-6 min (twice that with
---with-zeros). Measured on a 2-core AMD EPYC at load ~2: one seed in 383 s, so the default 3 seeds take about
-20 min. `--quick` (a ResNet-8 of width 4, 10 steps, 100 test digits, d = 0, 1) takes ~30 s and is
+--with-zeros). Measured on a 2-core AMD EPYC: one seed in 383 s at load ~2; the committed full default run
+(results/srt_classify, 3 seeds, 2026-12-05) took 1,347 s (22 min) at load ~1.5. `--quick` (a ResNet-8 of width 4, 10 steps, 100 test digits, d = 0, 1) takes ~30 s and is
 what the test runs. `--workdir` keeps the trained checkpoints (`<workdir>/seed<k>`) so a rerun only evaluates.
 CIFAR-10 (the paper's data) is not embedded; with a prepared TFDS copy use the --set overrides above.
 

@@ -11,8 +11,9 @@ on a shared 2-core AMD EPYC, the whole default comparison took 415 s (load avera
 default run 20 min with training), and a second time 781 s (load 8.9 -> 6.7), against 239 s (load 4.7 -> 9.5)
 for nearest, bilinear and SRT d = 1..4 alone run just before it from the same workdir (`--scales --stride-divs
 --strided-srt`, nothing else). Those timings predate the validation digits: their SRT d = 1..4 features (150
-digits, half the test set's) add an estimated 1-2 min (not yet measured), so about 22 min for the full default
-run; the statistics take seconds. `--quick` (a 10-step tiny ViT, 32 training + 32 test + 16 validation digits,
+digits, half the test set's) add an estimated 1-2 min. The committed full default run (results/srt_segmentation,
+2026-12-05, load average 4.4 falling to 2.1) took 425 s in all, 265 s of it the comparison; the statistics take
+seconds. `--quick` (a 10-step tiny ViT, 32 training + 32 test + 16 validation digits,
 d <= 2, the same alternatives, batch 16) takes well under a minute; the test runs it.
 
 Setup. Ground truth: pixel > 0.5 is foreground (a 28x28 mask per digit). The ViT (7x7 tokens) is trained with
