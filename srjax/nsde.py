@@ -38,8 +38,11 @@ sigma). A ConvNeXt is `sde=None`. Its parts are values too:
 `from_config(config.model)` turns a config's plain fields (kind, sigma, noise, smoothing, path, solver) into
 the value; it is the only place the option names are spelled.
 
-The drift is called through `Block.apply` with the stage's stacked block params passed in diffrax's `args` and
-indexed by floor(t), never through bound submodules (a bound module inside the solver leaks tracers).
+The ConvNeXt owns its forward pass; this module supplies only how a stage advances (`ConvNeXt.__call__`'s
+`advance` hook): one SDE solve per stage. The drift is the block's own residual branch and stochastic depth
+(`Block.residual`), called through `Block.apply` on an unbound block with the stage's stacked block params passed
+in diffrax's `args` and indexed by floor(t), never through bound submodules (a bound module inside the solver
+leaks tracers).
 
 References:
   Liu, Xiao, Si, Cao, Kumar, Hsieh 2019, "Neural SDE: Stabilizing Neural ODE Networks with Stochastic Noise".
@@ -281,12 +284,11 @@ def _drift_fn(block: Block, rates: jax.Array, depth: int, train: bool):
     stacked, key = args
     k = jnp.clip(jnp.floor(t).astype(jnp.int32), 0, depth - 1)
     params = jax.tree.map(lambda a: a[k], stacked)
-    out = block.apply({'params': params}, y, method=Block.residual)
-    if train:  # stochastic depth, per example, with block k's rate (a rate of 0 keeps every example)
-      keep = 1.0 - rates[k]
-      mask = jax.random.bernoulli(jax.random.fold_in(key, k), keep, (y.shape[0],) + (1,) * (y.ndim - 1))
-      out = out * mask / keep
-    return out
+    if not train:
+      return block.apply({'params': params}, y, method=Block.residual)
+    # The block's own stochastic depth, with block k's rate (traced; a rate of 0 keeps every example).
+    return block.apply({'params': params}, y, False, rates[k], method=Block.residual,
+                       rngs={'drop_path': jax.random.fold_in(key, k)})
   return drift
 
 
@@ -371,19 +373,16 @@ def apply(model: ConvNeXt, variables: Any, x: jax.Array, key: jax.Array, *, sde:
       checks.fail('noise_map', noise_map, f'a [B, H, W] or [B, H, W, 1] map at the input\'s size (B, H, W) = '
                   f'{tuple(x.shape[:3])}: srjax.attribution.noise_map(attributions) without size= (the map is '
                   'pooled to each stage here)')
-  parts = model.parts()
-  y = parts['stem'].apply({'params': p['stem']}, model.standardize(x))
-  for s, blocks in enumerate(parts['blocks']):
-    if s:
-      y = parts['down'][s].apply({'params': p[f'stage{s}_down']}, y)
+  def advance(s: int, blocks: list[Block], params: list[Any], y: jax.Array) -> jax.Array:
+    """Stage s as one SDE on [0, depth] (ConvNeXt's hook for how a stage advances)."""
     if sde.noise.needs_map and (x.shape[1] % y.shape[1] or x.shape[2] % y.shape[2]):
       checks.fail('noise_map', noise_map, f'a map whose size divides by the stage resolution {y.shape[1:3]}')
-    stacked = _stack([p[f'stage{s}_block{j}'] for j in range(len(blocks))])
+    stacked = _stack(params)
     rates = jnp.asarray([b.drop_path for b in blocks], jnp.float32)
-    y = solve_stage(blocks[0], stacked, y, jax.random.fold_in(key, s), sigma=sde.sigma,
-                    shape=sde.noise.scale(noise_map, y), rates=rates, smoothing=sde.noise.blur_std,
-                    path=sde.path, solver=sde.solver, train=train)
-  return parts['head'].apply({'params': p['head']}, y)
+    return solve_stage(blocks[0], stacked, y, jax.random.fold_in(key, s), sigma=sde.sigma,
+                       shape=sde.noise.scale(noise_map, y), rates=rates, smoothing=sde.noise.blur_std,
+                       path=sde.path, solver=sde.solver, train=train)
+  return model.apply(variables, x, advance=advance)
 
 
 @dataclasses.dataclass(frozen=True)

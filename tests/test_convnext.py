@@ -145,3 +145,29 @@ def test_variants_and_errors():
     convnext.build('huge', 4)
   with pytest.raises(ValueError, match='depthwise'):
     convnext.build('cpu', 4, depthwise='fft')
+
+
+def test_the_stage_hook_sees_each_stage_once_and_the_plain_hook_is_the_forward():
+  """`advance` gets every stage in order with its unbound blocks (their own drop rates) and params; a hook that
+  runs the blocks in turn reproduces the default forward, and a hook that skips the blocks gives the network
+  without them. At init the hook is refused (the blocks create their params by running)."""
+  model = convnext.ConvNeXt(num_classes=3, depths=(2, 1), dims=(8, 16), stem_patch=2, layer_scale_init=1.0,
+                            drop_path_rate=0.5)
+  x = jax.random.uniform(jax.random.key(0), (2, 8, 8, 1))
+  variables = model.init(jax.random.key(1), x)
+  seen = []
+
+  def plain(s, blocks, params, y):
+    seen.append((s, [b.drop_path for b in blocks], len(params)))
+    for block, p in zip(blocks, params):
+      y = block.apply({'params': p}, y)
+    return y
+  np.testing.assert_allclose(model.apply(variables, x, advance=plain), model.apply(variables, x), atol=1e-6)
+  assert seen == [(0, [0.0, 0.25], 2), (1, [0.5], 1)]
+  skipped = model.apply(variables, x, advance=lambda s, blocks, params, y: y)
+  no_blocks = jax.tree_util.tree_map_with_path(
+      lambda p, a: a * 0 if 'gamma' in jax.tree_util.keystr(p) else a, variables)
+  np.testing.assert_allclose(skipped, model.apply(no_blocks, x), atol=1e-6)
+  assert float(jnp.max(jnp.abs(skipped - model.apply(variables, x)))) > 1e-3
+  with pytest.raises(ValueError, match='^advance: '):
+    model.init(jax.random.key(1), x, advance=plain)

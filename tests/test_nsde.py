@@ -208,17 +208,16 @@ def test_stages_use_their_own_keys_and_the_block_mean_of_a_non_square_attributio
   key, sigma = jax.random.key(6), 0.4
   got = _nsde(variables, x, key, jnp.asarray(m, jnp.float32), sigma=sigma, noise=ATTR, solver=SCAN)
 
-  p = variables['params']
-  parts = MODEL.parts()
-  y = parts['stem'].apply({'params': p['stem']}, MODEL.standardize(x))
-  for s, blocks in enumerate(parts['blocks']):
-    if s:
-      y = parts['down'][s].apply({'params': p[f'stage{s}_down']}, y)
+  stages = []
+
+  def by_hand(s, blocks, params, y):   # the ConvNeXt's stage hook, written here from solve_stage alone
+    stages.append(s)
     shape = _hand_block_mean(m, y.shape[1], y.shape[2])[..., None]
-    stacked = jax.tree.map(lambda *a: jnp.stack(a), *[p[f'stage{s}_block{j}'] for j in range(len(blocks))])
-    y = nsde.solve_stage(blocks[0], stacked, y, jax.random.fold_in(key, s), sigma=sigma,
-                         shape=jnp.asarray(shape, jnp.float32), rates=jnp.zeros(len(blocks)), solver=SCAN)
-  want = parts['head'].apply({'params': p['head']}, y)
+    stacked = jax.tree.map(lambda *a: jnp.stack(a), *params)
+    return nsde.solve_stage(blocks[0], stacked, y, jax.random.fold_in(key, s), sigma=sigma,
+                            shape=jnp.asarray(shape, jnp.float32), rates=jnp.zeros(len(blocks)), solver=SCAN)
+  want = MODEL.apply(variables, x, advance=by_hand)
+  assert stages == [0, 1]
   np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
   # The map matters: its transpose-like flip gives other logits.
   flipped = _nsde(variables, x, key, jnp.asarray(m[:, ::-1], jnp.float32), sigma=sigma, noise=ATTR,

@@ -28,7 +28,7 @@ of stage s with `Block(...).apply({'params': params[f'stage{s}_block{j}']}, x)` 
 from __future__ import annotations
 
 import re
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import flax.linen as nn
 import jax
@@ -110,9 +110,24 @@ class Block(nn.Module):
   drop_path: float = 0.0
   depthwise: str = 'shift'
 
-  def residual(self, x: jax.Array) -> jax.Array:
-    """The residual branch gamma * MLP(LN(dwconv(x))), without the skip or stochastic depth."""
-    return self._branch(x)
+  def residual(self, x: jax.Array, deterministic: bool = True, rate: float | jax.Array | None = None) -> jax.Array:
+    """The residual branch gamma * MLP(LN(dwconv(x))) without the skip, with stochastic depth in training.
+
+    Args:
+      x: [B, H, W, C].
+      deterministic: True: no stochastic depth. False: each example's branch is dropped with probability
+        `rate` and rescaled by 1 / (1 - rate) when kept (the expectation is the deterministic branch); needs the
+        'drop_path' rng.
+      rate: the drop probability; default `drop_path`. It may be traced (the NSDE's solver indexes its blocks'
+        rates by the step).
+    """
+    y = self._branch(x)
+    rate = self.drop_path if rate is None else rate
+    if deterministic or (isinstance(rate, (int, float)) and rate <= 0.0):
+      return y
+    keep = 1.0 - rate
+    mask = jax.random.bernoulli(self.make_rng('drop_path'), keep, (x.shape[0],) + (1,) * (x.ndim - 1))
+    return y * mask / keep
 
   @nn.compact
   def _branch(self, x):
@@ -126,12 +141,7 @@ class Block(nn.Module):
     return gamma * y
 
   def __call__(self, x: jax.Array, deterministic: bool = True) -> jax.Array:
-    y = self._branch(x)
-    if self.drop_path > 0.0 and not deterministic:
-      keep = 1.0 - self.drop_path
-      mask = jax.random.bernoulli(self.make_rng('drop_path'), keep, (x.shape[0],) + (1,) * (x.ndim - 1))
-      y = y * mask / keep
-    return x + y
+    return x + self.residual(x, deterministic)
 
 
 class Stem(nn.Module):
@@ -184,9 +194,15 @@ class ConvNeXt(nn.Module):
       work in the [0, 1] input space). Spectrograms in [0, 1] with a large mean need it: a patchify conv of an
       offset input followed by LayerNorm is dominated by the offset, and training stalls.
 
-  Call: `model.apply(variables, x, deterministic=True)` with x [B, H, W, C_in] float32, H and W divisible by
-  stem_patch * 2^(len(depths) - 1); returns [B, num_classes] float32 logits. Training with drop_path_rate > 0
-  and deterministic=False needs `rngs={'drop_path': key}`.
+  Call: `model.apply(variables, x, deterministic=True, advance=None)` with x [B, H, W, C_in] float32, H and W
+  divisible by stem_patch * 2^(len(depths) - 1); returns [B, num_classes] float32 logits. Training with
+  drop_path_rate > 0 and deterministic=False needs `rngs={'drop_path': key}`.
+
+  `advance` is the hook for how a stage advances: None runs the residual blocks in turn; otherwise
+  `advance(stage, blocks, params, x) -> x` gets the stage index, its unbound `Block`s (each with its own
+  stochastic-depth rate), their params (a list, in order) and the stage input [B, h, w, C], and returns the
+  stage output. `srjax.nsde` passes one that solves the stage's SDE. Only at apply time (init creates the
+  params by running the blocks).
 
   References:
     Liu et al. 2022, Sec. 2 and Fig. 4; timm `ConvNeXt` (weights layout in `params_from_timm`).
@@ -215,17 +231,6 @@ class ConvNeXt(nn.Module):
       i += depth
     return out
 
-  def parts(self) -> dict[str, Any]:
-    """The standalone (unbound) modules this network applies, for functional reuse (`srjax.nsde`):
-    {'stem': Stem, 'down': [None, Downsample, ...], 'blocks': [[Block, ...] per stage], 'head': Head}; their
-    params are params['stem'], params[f'stage{s}_down'], params[f'stage{s}_block{j}'] and params['head']."""
-    self.check()
-    return {'stem': Stem(self.dims[0], self.stem_patch, parent=None),
-            'down': [None] + [Downsample(d, parent=None) for d in self.dims[1:]],
-            'blocks': [[Block(self.layer_scale_init, r, self.depthwise, parent=None) for r in rates]
-                       for rates in self.drop_rates()],
-            'head': Head(self.num_classes, parent=None)}
-
   def input_multiple(self) -> int:
     """stem_patch * 2^(stages - 1): input sides must be multiples of it (the stem and the 2x2 stride-2
     downsampling convs are VALID, so any other size would lose its last rows and columns at some stage)."""
@@ -246,15 +251,23 @@ class ConvNeXt(nn.Module):
     checks.in_range('input_std', self.input_std, 0.0, low_open=True)
 
   @nn.compact
-  def __call__(self, x: jax.Array, deterministic: bool = True) -> jax.Array:
+  def __call__(self, x: jax.Array, deterministic: bool = True,
+               advance: Callable[[int, list[Block], list[Any], jax.Array], jax.Array] | None = None) -> jax.Array:
     self.check()
     self.check_input(x.shape)
     x = Stem(self.dims[0], self.stem_patch, name='stem')(self.standardize(x))
     for s, rates in enumerate(self.drop_rates()):
       if s:
         x = Downsample(self.dims[s], name=f'stage{s}_down')(x)
-      for j, rate in enumerate(rates):
-        x = Block(self.layer_scale_init, rate, self.depthwise, name=f'stage{s}_block{j}')(x, deterministic)
+      names = [f'stage{s}_block{j}' for j in range(len(rates))]
+      if advance is None:
+        for name, rate in zip(names, rates):
+          x = Block(self.layer_scale_init, rate, self.depthwise, name=name)(x, deterministic)
+      else:
+        if self.is_initializing():
+          checks.fail('advance', advance, 'None at init (the blocks create their params by running)')
+        blocks = [Block(self.layer_scale_init, rate, self.depthwise, parent=None) for rate in rates]
+        x = advance(s, blocks, [self.variables['params'][name] for name in names], x)
     return Head(self.num_classes, name='head')(x)
 
 
