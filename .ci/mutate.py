@@ -29,7 +29,6 @@ NSDE_DEPTH = T + 'test_nsde.py::test_stochastic_depth_keeps_the_expectation_of_e
 NSDE_TRAIN = T + 'test_nsde.py::test_nsde_in_training_mode_drops_each_block_with_its_rate'
 ABC_CLOSED = T + 'test_attribution.py::test_abc_of_a_mixed_sign_linear_model_in_closed_form'
 ABC_CHUNK = T + 'test_attribution.py::test_abc_does_not_depend_on_the_sample_chunk'
-PERCENTILE = T + 'test_eval_robustness.py::test_bootstrap_interval_is_numpy_percentile_of_the_same_resamples'
 
 # (name, file, original fragment, mutated fragment, tests)
 MUTANTS = [
@@ -104,12 +103,8 @@ MUTANTS = [
     ('weights prefix stripped when any key has it', 'srjax/models/pretrained.py',
      'if all(k.startswith(prefix) for k in sd):', 'if any(k.startswith(prefix) for k in sd):',
      [T + 'test_pretrained.py']),
-    # eval/robustness.py, srjax/sweep.py statistics
-    ('bootstrap 90% interval', 'eval/robustness.py', 'np.percentile(diffs, [2.5, 97.5])',
-     'np.percentile(diffs, [5, 95])', [PERCENTILE]),
-    ('bootstrap resample one short', 'eval/robustness.py', 'idx = rng.integers(0, a.size, size=(n, a.size))',
-     'idx = rng.integers(0, a.size - 1, size=(n, a.size))', [PERCENTILE]),
-    ('snr band edge on the wrong side', 'eval/robustness.py', "side='right')", "side='left')",
+    # eval/robustness (the bootstrap moved to srjax.stats, whose mutants are its tests'), srjax/sweep.py statistics
+    ('snr band edge on the wrong side', 'eval/robustness/claims.py', "side='right')", "side='left')",
      [T + 'test_eval_robustness.py::test_bands']),
     ('sweep spread ignores level 0', 'srjax/sweep.py', 'spread = np.maximum(std[rows, peak], std[:, zero])',
      'spread = std[rows, peak]', [T + 'test_sweep.py::test_summarize_test_is_gain_against_spread']),

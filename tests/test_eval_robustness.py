@@ -12,7 +12,7 @@ import pytest
 
 from eval import robustness as rb
 from eval import scaffold
-from srjax import stats
+from srjax import attack, stats
 
 
 def test_bands():
@@ -112,7 +112,7 @@ def test_verdicts_are_holm_corrected_across_the_claims():
 
 
 def test_merge_logs_by_hand():
-  log = lambda acc, sec: tuple(rb.attack.AttackLog(n, k, a, s) for n, k, a, s in
+  log = lambda acc, sec: tuple(attack.AttackLog(n, k, a, s) for n, k, a, s in
                                zip(('clean', 'apgd-ce'), (8, 6), acc, sec))
   merged = rb.merge_logs([log((0.75, 0.5), (1.0, 2.0)), log((0.5, 0.25), (0.5, 1.0))], [8, 4])
   assert merged == [['clean', 16, pytest.approx((0.75 * 8 + 0.5 * 4) / 12), 1.5],
@@ -227,3 +227,23 @@ def test_null_comparison_is_not_separated(quick_run, tmp_path):
   assert all(v.verdict == stats.NOT_SEPARATED for v in verdicts), [(v.claim, v.verdict) for v in verdicts]
   # The arms differ in their numbers (the check is not vacuous): some effect is not exactly 0.
   assert any(v.effect != 0 for v in verdicts)
+
+
+def test_each_measurement_is_a_value_with_a_unique_name_and_the_models_get_theirs():
+  """`plan` gives every measurement once (unique row names); `row_name` finds each by its group, norm and level;
+  a deterministic model gets no black-box check, a stochastic one without a transfer source no transfer."""
+  s = rb.Settings()
+  plan = rb.plan(s)
+  names = [m.name for m in plan]
+  assert len(set(names)) == len(names)
+  for m in plan:
+    assert rb.row_name(s, m.group, m.norm, m.level) == m.name
+  assert [m.level for m in plan if m.group == 'autoattack' and m.norm == 'L2'] == list(rb.attack_grid(s, 'L2'))
+  with pytest.raises(KeyError):
+    rb.row_name(s, 'autoattack', 'L2', 3.0)
+  det = rb.Model(name='c', kind='convnext', stochastic=False, trained=None, step=1)
+  sto = rb.Model(name='n', kind='nsde', stochastic=True, trained=None, step=1)
+  groups = lambda ms: sorted({m.group for m in ms})
+  assert 'square' not in groups(rb.measurements(s, det)) and 'transfer' not in groups(rb.measurements(s, det, det))
+  assert 'square' in groups(rb.measurements(s, sto)) and 'transfer' not in groups(rb.measurements(s, sto))
+  assert len(rb.measurements(s, sto, det)) == len(plan)

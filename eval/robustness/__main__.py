@@ -1,0 +1,4 @@
+"""`python -m eval.robustness`."""
+from eval.robustness.run import main
+
+main()
