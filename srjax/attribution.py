@@ -1,9 +1,11 @@
 """Feature attributions and attribution-based metrics: integrated gradients, noise tunnel, stability, ABC.
 
-Model protocol (the arity is explicit, as in `srjax.attack`):
-  * deterministic (`stochastic=False`): `apply_fn(params, x) -> scores [B, C]` (logits, usually);
-  * stochastic (`stochastic=True`): `apply_fn(params, x, rng) -> scores [B, C]`, e.g. a neural SDE. The
-    attribution is then the average over `draws` model realisations, each held FIXED along the integration
+Model protocol (one, as in `srjax.attack`): `apply_fn(params, x, key) -> scores [B, C]` (logits, usually), e.g.
+a neural SDE that draws its noise from `key`; a deterministic model is wrapped once with
+`srjax.models.apply_fn.deterministic(f)` (then `draws` must be 1 and no key is needed). (Before this version a
+`stochastic=` flag said which protocol a function followed.)
+  * For a model that takes a key the
+    attribution is the average over `draws` model realisations, each held FIXED along the integration
     path (keys `split(key, draws)`, the same at every path point). Integrated gradients are linear in the
     function, so this is exactly the IG of the mean score over those realisations, and completeness holds for
     it: sum(A) = mean_r f_r(x) - mean_r f_r(baseline).
@@ -37,6 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from srjax import checks
+from srjax.models.apply_fn import check_protocol, takes_key
 
 METHODS = ('riemann_left', 'riemann_right', 'riemann_middle', 'riemann_trapezoid', 'gausslegendre')
 NT_TYPES = ('smoothgrad', 'smoothgrad_sq', 'vargrad')
@@ -90,12 +93,13 @@ def quadrature(method: str, steps: int) -> tuple[np.ndarray, np.ndarray]:
 
 def integrated_gradients(apply_fn: Callable[..., jax.Array], params: Any, x: jax.Array, target: Any, *,
                          baseline: Any = None, steps: int = 50, method: str = 'gausslegendre',
-                         chunk: int | None = None, stochastic: bool = False, key: jax.Array | None = None,
+                         chunk: int | None = None, key: jax.Array | None = None,
                          draws: int = 1) -> jax.Array:
   """Integrated gradients A = (x - b) * int_0^1 dF_target(b + a (x - b)) / dx da, by quadrature.
 
   Args:
-    apply_fn: `apply_fn(params, x) -> scores [B, C]`, or `apply_fn(params, x, rng)` with `stochastic=True`.
+    apply_fn: `apply_fn(params, x, key) -> scores [B, C]`; a deterministic model wrapped with
+      `srjax.models.apply_fn.deterministic(f)`.
     params: the first argument of `apply_fn`.
     x: inputs [B, ...] float.
     target: class index per example [B] int, or one int.
@@ -103,8 +107,7 @@ def integrated_gradients(apply_fn: Callable[..., jax.Array], params: Any, x: jax
     steps: number of path points (Captum's n_steps, default 50).
     method: a quadrature rule of `quadrature` (Captum's default 'gausslegendre').
     chunk: path points per batched evaluation (memory ~ chunk * B inputs); None means min(steps, 16).
-    stochastic: whether `apply_fn` takes a third argument `rng`.
-    key: PRNG key of the model's draws (required when stochastic).
+    key: PRNG key of the model's draws (required unless the model is `deterministic`).
     draws: model realisations averaged (stochastic only), each fixed along the path.
 
   Returns:
@@ -118,6 +121,7 @@ def integrated_gradients(apply_fn: Callable[..., jax.Array], params: Any, x: jax
     Sundararajan et al. 2017, Eq. 1 (IG) and Sec. 3 (Riemann approximation); Captum's quadrature rules.
   """
   x, target, baseline = _validate(apply_fn, x, target, baseline)
+  stochastic = takes_key(apply_fn)
   chunk = _validate_model(steps, method, chunk, stochastic, key, draws)
   return _integrated_gradients(apply_fn, params, x, target, baseline, _key_or_dummy(key), _path(method, steps, chunk),
                                stochastic=bool(stochastic), draws=draws)
@@ -126,7 +130,7 @@ def integrated_gradients(apply_fn: Callable[..., jax.Array], params: Any, x: jax
 def noise_tunnel(apply_fn: Callable[..., jax.Array], params: Any, x: jax.Array, target: Any, *, key: jax.Array,
                  n_samples: int = 5, stdev: float = 1.0, nt_type: str = 'smoothgrad',
                  attribution: str = 'integrated_gradients', baseline: Any = None, steps: int = 50,
-                 method: str = 'gausslegendre', chunk: int | None = None, stochastic: bool = False,
+                 method: str = 'gausslegendre', chunk: int | None = None,
                  model_key: jax.Array | None = None, draws: int = 1) -> jax.Array:
   """SmoothGrad, SmoothGrad^2 or VarGrad of an attribution, as Captum's NoiseTunnel computes them.
 
@@ -138,7 +142,7 @@ def noise_tunnel(apply_fn: Callable[..., jax.Array], params: Any, x: jax.Array, 
   The samples run in a `lax.scan` carrying the running sums of a_s and a_s^2.
 
   Args:
-    apply_fn, params, target, baseline, steps, method, chunk, stochastic, draws: as `integrated_gradients`.
+    apply_fn, params, target, baseline, steps, method, chunk, draws: as `integrated_gradients`.
     x: inputs [B, ...] float.
     key: PRNG key of the input noise.
     n_samples: number of noisy copies (Captum's nt_samples, default 5).
@@ -163,6 +167,7 @@ def noise_tunnel(apply_fn: Callable[..., jax.Array], params: Any, x: jax.Array, 
   checks.integer('n_samples', n_samples, 1)
   checks.in_range('stdev', stdev, 0.0)
   x, target, baseline = _validate(apply_fn, x, target, baseline)
+  stochastic = takes_key(apply_fn)
   chunk = _validate_model(steps, method, chunk, stochastic, model_key, draws)
   mean, mean_sq = _noise_tunnel(apply_fn, params, x, target, baseline, key, _key_or_dummy(model_key),
                                 jnp.float32(stdev), _path(method, steps, chunk), n_samples=n_samples,
@@ -193,7 +198,7 @@ class Stability(NamedTuple):
 
 def stability(apply_fn: Callable[..., jax.Array], params: Any, x: jax.Array, target: Any, *, key: jax.Array,
               radius: float = 0.02, n_samples: int = 10, baseline: Any = None, steps: int = 50,
-              method: str = 'gausslegendre', chunk: int | None = None, stochastic: bool = False,
+              method: str = 'gausslegendre', chunk: int | None = None,
               model_key: jax.Array | None = None, draws: int = 1, tunnel_samples: int = 0,
               tunnel_stdev: float = 0.1) -> Stability:
   """How much integrated-gradients attributions change when the input moves a little.
@@ -217,7 +222,7 @@ def stability(apply_fn: Callable[..., jax.Array], params: Any, x: jax.Array, tar
   paper's unnormalised quantity, kept for comparison with its figure.
 
   Args:
-    apply_fn, params, target, baseline, steps, method, chunk, stochastic, draws: as `integrated_gradients`.
+    apply_fn, params, target, baseline, steps, method, chunk, draws: as `integrated_gradients`.
     x: inputs [B, ...] float.
     key: PRNG key of the perturbations.
     radius: Linf radius of the perturbations, >= 0.
@@ -240,6 +245,7 @@ def stability(apply_fn: Callable[..., jax.Array], params: Any, x: jax.Array, tar
   checks.integer('tunnel_samples', tunnel_samples, 0)
   checks.in_range('tunnel_stdev', tunnel_stdev, 0.0)
   x, target, baseline = _validate(apply_fn, x, target, baseline)
+  stochastic = takes_key(apply_fn)
   chunk = _validate_model(steps, method, chunk, stochastic, model_key, draws)
   rel, rel_max, log_abs = _stability(apply_fn, params, x, target, baseline, key, _key_or_dummy(model_key),
                                      jnp.float32(radius), _path(method, steps, chunk), jnp.float32(tunnel_stdev),
@@ -261,7 +267,7 @@ class ABC(NamedTuple):
 
 def abc(apply_fn: Callable[..., jax.Array], params: Any, x: jax.Array, *, key: jax.Array, baseline: Any = None,
         n_samples: int = 64, fraction: float = 0.05, steps: int = 50, method: str = 'gausslegendre',
-        chunk: int | None = None, sample_chunk: int = 8, stochastic: bool = False, draws: int = 1) -> ABC:
+        chunk: int | None = None, sample_chunk: int = 8, draws: int = 1) -> ABC:
   """The ABC confidence metric (Jha et al. 2019, Algorithm 1).
 
   For each example: L = the predicted label; A = integrated-gradients attributions of the score of L;
@@ -280,7 +286,7 @@ def abc(apply_fn: Callable[..., jax.Array], params: Any, x: jax.Array, *, key: j
   `sample_chunk` at a time (vmapped) inside a `lax.scan` that counts the conforming ones.
 
   Args:
-    apply_fn, params, baseline, steps, method, chunk, stochastic, draws: as `integrated_gradients`.
+    apply_fn, params, baseline, steps, method, chunk, draws: as `integrated_gradients`.
     x: inputs [B, ...] float.
     key: PRNG key (attributions of a stochastic model, mutations, predictions).
     n_samples: mutated inputs per example (S in the paper), >= 1.
@@ -300,6 +306,7 @@ def abc(apply_fn: Callable[..., jax.Array], params: Any, x: jax.Array, *, key: j
   checks.in_range('fraction', fraction, 0.0, 1.0, low_open=True)
   checks.integer('sample_chunk', sample_chunk, 1)
   x, _, baseline = _validate(apply_fn, x, 0, baseline)
+  stochastic = takes_key(apply_fn)
   chunk = _validate_model(steps, method, chunk, stochastic, key, draws)
   dim = int(np.prod(x.shape[1:]))
   n_mutate = max(1, int(round(fraction * dim)))
@@ -365,7 +372,9 @@ def _noise_map(attributions, *, size, normalize):
 # --- validation -----------------------------------------------------------------------------------------------
 
 def _validate(apply_fn, x, target, baseline):
-  checks.apply_fn('apply_fn', apply_fn, 'a function (params, x) -> logits, or (params, x, key) -> logits')
+  checks.apply_fn('apply_fn', apply_fn, 'a function (params, x, key) -> logits, e.g. '
+                  'srjax.models.apply_fn.deterministic(model.apply)')
+  check_protocol('apply_fn', apply_fn)
   x = jnp.asarray(x)
   if x.ndim < 2:
     checks.fail('x', x, 'a batch [B, ...] with at least 2 dimensions')
@@ -392,10 +401,11 @@ def _validate_model(steps, method, chunk, stochastic, key, draws):
   quadrature(method, steps)  # validates method and steps
   checks.integer('draws', draws, 1)
   if draws > 1 and not stochastic:
-    checks.fail('draws', draws, '1 for a deterministic apply_fn(params, x); pass stochastic=True with '
-                'apply_fn(params, x, rng) to average realisations')
+    checks.fail('draws', draws, '1 for a deterministic model (srjax.models.apply_fn.deterministic): its '
+                'realisations are all equal')
   if stochastic and key is None:
-    checks.fail('key', key, 'a PRNG key of the model draws when stochastic=True')
+    checks.fail('key', key, 'a PRNG key of the model draws for a model that takes a key (wrap a deterministic '
+                'one with srjax.models.apply_fn.deterministic)')
   if chunk is None:
     return min(steps, 16)
   checks.integer('chunk', chunk, 1)
@@ -412,7 +422,7 @@ def _score_grad(apply_fn, params, target, keys, stochastic):
   """x -> d/dx sum_b F_target_b(x_b), averaged over the model realisations `keys` (stochastic only)."""
 
   def total(xx, rng):
-    scores = apply_fn(params, xx, rng) if stochastic else apply_fn(params, xx)
+    scores = apply_fn(params, xx, rng if stochastic else None)
     return jnp.sum(jnp.take_along_axis(scores.astype(jnp.float32), target[:, None], axis=-1))
 
   grad = jax.grad(total)
@@ -526,7 +536,7 @@ def _stability(apply_fn, params, x, target, baseline, key, model_key, radius, pa
 
 def _predict_labels(apply_fn, params, x, keys, stochastic):
   if not stochastic:
-    return jnp.argmax(apply_fn(params, x), axis=-1).astype(jnp.int32)
+    return jnp.argmax(apply_fn(params, x, None), axis=-1).astype(jnp.int32)
   probs = jax.vmap(lambda k: jax.nn.softmax(apply_fn(params, x, k).astype(jnp.float32), axis=-1))(keys)
   return jnp.argmax(probs.mean(0), axis=-1).astype(jnp.int32)
 

@@ -63,6 +63,7 @@ import lineax as lx
 import numpy as np
 
 from srjax import checks
+from srjax.models.apply_fn import ModuleApply, deterministic
 from srjax.models.convnext import Block, ConvNeXt
 
 
@@ -408,15 +409,14 @@ class NSDEApply:
     return apply(self.model, variables, x, key, sde=self.sde, noise_map=noise_map, train=self.train)
 
 
-@dataclasses.dataclass(frozen=True)
-class IgnoreRng:
-  """Hashable `apply_fn(variables, x, key) -> apply_fn(variables, x)`: a deterministic model (the ConvNeXt)
-  behind the stochastic protocol."""
-  apply_fn: Callable[[Any, jax.Array], jax.Array]
-
-  def __call__(self, variables: Any, x: jax.Array, key: jax.Array, noise_map: jax.Array | None = None):
-    del key, noise_map
-    return self.apply_fn(variables, x)
+def apply_fn_of(model: ConvNeXt, sde: SDE | None, *, train: bool = False) -> Callable[..., jax.Array]:
+  """The model as `apply_fn(variables, x, key) -> logits`, the one protocol of `srjax.attack` and
+  `srjax.attribution`: an `NSDEApply` for an SDE (or for the ConvNeXt in training, whose stochastic depth takes
+  the key), else the ConvNeXt wrapped with `srjax.models.apply_fn.deterministic` (its key is ignored, and the
+  attacks know that its draws are all equal)."""
+  if sde is None and not train:
+    return deterministic(ModuleApply(model))
+  return NSDEApply(model, sde, train=train)
 
 
 def predict(apply_fn: Callable, variables: Any, x: jax.Array, key: jax.Array, *, draws: int,

@@ -13,11 +13,13 @@ import numpy as np
 import pytest
 
 from srjax import attack
+from srjax.models.apply_fn import deterministic
 
 D = 16
 B = 96
 
 
+@deterministic
 def linear(params, x):
   m = x.reshape(x.shape[0], -1) @ params['w'] + params['b']
   return jnp.stack([-m / 2, m / 2], axis=-1)
@@ -90,7 +92,7 @@ def _check_attack(toy, norm, x_adv, success, eps, dist):
 def test_apgd_fools_exactly_the_points_closer_than_eps(toy, norm):
   eps, dist = _eps_for(toy, norm)
   x_adv, success = attack.apgd(linear, toy['params'], toy['x'], toy['y'], eps=eps, norm=norm,
-                               key=jax.random.key(0), return_success=True)
+                               key=jax.random.key(0))
   new_margin = _check_attack(toy, norm, x_adv, success, eps, dist)
   # Points it cannot fool: the best point of the ball lowers |m| by exactly eps * ||w||_dual.
   far = dist > eps
@@ -102,7 +104,7 @@ def test_apgd_fools_exactly_the_points_closer_than_eps(toy, norm):
 def test_pgd_fools_exactly_the_points_closer_than_eps(toy, norm):
   eps, dist = _eps_for(toy, norm)
   x_adv, success = attack.pgd(linear, toy['params'], toy['x'], toy['y'], eps=eps, norm=norm, steps=20,
-                              step_size=eps / 4, key=jax.random.key(1), return_success=True)
+                              step_size=eps / 4, key=jax.random.key(1))
   _check_attack(toy, norm, x_adv, success, eps, dist)
 
 
@@ -112,15 +114,15 @@ def test_attacks_stay_in_ball_and_box_when_the_box_binds(toy):
   x = rng.choice([0.0, 0.02, 0.98, 1.0], size=toy['x'].shape).astype(np.float32)
   y = rng.integers(0, 2, size=B).astype(np.int32)
   for norm, eps in (('L2', 2.0), ('Linf', 0.5)):
-    for x_adv, _ in (attack.apgd(linear, toy['params'], x, y, eps=eps, norm=norm, key=jax.random.key(2),
-                                 return_success=True),
+    for x_adv, _ in (attack.apgd(linear, toy['params'], x, y, eps=eps, norm=norm, key=jax.random.key(2)),
                      attack.pgd(linear, toy['params'], x, y, eps=eps, norm=norm, steps=20, step_size=eps,
-                                key=jax.random.key(2), return_success=True)):
+                                key=jax.random.key(2))):
       x_adv = np.asarray(x_adv)
       assert np.all(_norm(x_adv - x, norm) <= eps * (1 + 1e-5))
       assert x_adv.min() >= 0.0 and x_adv.max() <= 1.0
 
 
+@deterministic
 def bump(params, x):
   """Two classes; the CE of class 0 peaks at x = c (an interior point of the ball) and class 0 always wins."""
   q = jnp.sum((x.reshape(x.shape[0], -1) - params['c']) ** 2, axis=-1)
@@ -140,7 +142,7 @@ def test_apgd_step_size_rule_converges_to_an_interior_maximum(toy, norm):
                         else np.sign(d) * rng.uniform(0.2, 1.0, size=(B, D)))
   c = toy['x'].reshape(B, -1) + offset
   x_adv, success = attack.apgd(bump, {'c': jnp.asarray(c, jnp.float32)}, toy['x'], np.zeros(B, np.int32), eps=eps,
-                               norm=norm, key=jax.random.key(0), return_success=True)
+                               norm=norm, key=jax.random.key(0))
   assert not np.asarray(success).any()
   dist = _norm(np.asarray(x_adv).reshape(B, -1) - c, norm)
   assert dist.max() < 0.05 * eps
@@ -155,8 +157,7 @@ def test_apgd_checkpoint_schedule():
 
 def test_misclassified_clean_points_are_returned_unchanged(toy):
   y_wrong = 1 - toy['y']
-  x_adv, success = attack.apgd(linear, toy['params'], toy['x'], y_wrong, eps=0.1, key=jax.random.key(0),
-                               return_success=True)
+  x_adv, success = attack.apgd(linear, toy['params'], toy['x'], y_wrong, eps=0.1, key=jax.random.key(0))
   np.testing.assert_array_equal(np.asarray(x_adv), toy['x'])
   assert np.asarray(success).all()
 
@@ -176,18 +177,16 @@ def test_eot_averages_draws(toy):
     new_margin = np.asarray(x_adv).reshape(B, -1) @ toy['w'] + toy['b']
     return np.sign(new_margin) != np.sign(toy['margin'])
 
-  kwargs = dict(eps=eps, norm=norm, steps=1, step_size=eps, key=jax.random.key(4), random_start=False,
-                stochastic=True)
-  many = attack.pgd(sign_flip_linear, params, toy['x'], toy['y'], eot=256, **kwargs)
-  one = attack.pgd(sign_flip_linear, params, toy['x'], toy['y'], eot=1, **kwargs)
+  kwargs = dict(eps=eps, norm=norm, steps=1, step_size=eps, key=jax.random.key(4), random_start=False)
+  many = attack.pgd(sign_flip_linear, params, toy['x'], toy['y'], eot=256, **kwargs).x_adv
+  one = attack.pgd(sign_flip_linear, params, toy['x'], toy['y'], eot=1, **kwargs).x_adv
   assert inner.sum() > 10
   assert mean_model_fooled(many)[inner].all()
   assert not mean_model_fooled(one)[inner].any()  # cosine 1/sqrt(10) < 0.5 <= dist / eps on these points
   # Identical draws: the stochastic path with EOT equals the deterministic attack.
-  det, _ = attack.apgd(linear, toy['params'], toy['x'], toy['y'], eps=eps, norm=norm, key=jax.random.key(5),
-                       return_success=True)
+  det, _ = attack.apgd(linear, toy['params'], toy['x'], toy['y'], eps=eps, norm=norm, key=jax.random.key(5))
   sto = attack.apgd(same_linear, toy['params'], toy['x'], toy['y'], eps=eps, norm=norm, key=jax.random.key(5),
-                    eot=3, stochastic=True)
+                    eot=3).x_adv
   np.testing.assert_allclose(np.asarray(sto), np.asarray(det), atol=1e-6)
 
 
@@ -222,6 +221,7 @@ def test_argument_errors(toy):
 _TRACE = []
 
 
+@deterministic
 def traced_bump(params, x):
   """`bump`, recording every point the attack evaluates (one call per APGD iteration, in order)."""
   jax.debug.callback(lambda v: _TRACE.append(np.asarray(v)), x, ordered=True)
@@ -390,7 +390,7 @@ def test_pgd_eot_gradient_error_falls_like_one_over_sqrt_draws():
   for draws in (4, 32):
     _DRAWS.clear()
     x2 = attack.pgd(noisy_slope, params, x, np.ones(n, np.int32), eps=1.0, norm='L2', steps=steps,
-                    step_size=0.01, key=jax.random.key(draws), eot=draws, random_start=False, stochastic=True)
+                    step_size=0.01, key=jax.random.key(draws), eot=draws, random_start=False).x_adv
     _assert_fresh_draws((steps + 2) * draws, n)       # clean prediction, 2 gradients, final prediction
     points = [p for p, _ in _DRAWS]
     x1 = next(p for p in points if not np.array_equal(p, x) and not np.array_equal(p, np.asarray(x2)))
@@ -406,12 +406,11 @@ def test_apgd_eot_gradient_averages_fresh_independent_draws():
   y = np.ones(n, np.int32)
   key = jax.random.key(5)
   _DRAWS.clear()
-  attack.apgd(noisy_slope, dict(params, u=jnp.zeros(D)), x, y, eps=eps, norm='L2', steps=1, key=key, eot=draws,
-              stochastic=True)
+  attack.apgd(noisy_slope, dict(params, u=jnp.zeros(D)), x, y, eps=eps, norm='L2', steps=1, key=key, eot=draws)
   x0 = np.asarray(_DRAWS[draws][0], np.float64)           # calls: draws at x, draws at x_0, draws at x_1
   _DRAWS.clear()
   attack.apgd(noisy_slope, dict(params, x_ref=jnp.asarray(x0, jnp.float32)), x, y, eps=eps, norm='L2', steps=1,
-              key=key, eot=draws, stochastic=True)
+              key=key, eot=draws)
   _assert_fresh_draws(3 * draws, n)
   np.testing.assert_array_equal(_DRAWS[draws][0], x0)
   t = (x0 - x) / eps

@@ -7,15 +7,18 @@ import numpy as np
 import pytest
 
 from srjax import attribution as attr
+from srjax.models.apply_fn import deterministic
 
 B, H, W, C, K = 4, 4, 4, 2, 3
 D = H * W * C
 
 
+@deterministic
 def linear(params, x):
   return x.reshape(x.shape[0], -1) @ params['w'] + params['c']
 
 
+@deterministic
 def mlp(params, x):
   h = jnp.tanh(x.reshape(x.shape[0], -1) @ params['w1'] + params['b1'])
   return h @ params['w2']
@@ -27,6 +30,7 @@ def noisy_mlp(params, x, rng):
   return mlp(params, x) + x.reshape(x.shape[0], -1) @ extra
 
 
+@deterministic
 def constant(params, x):
   return jnp.broadcast_to(params['c'], (x.shape[0], K))
 
@@ -35,6 +39,7 @@ def constant_stochastic(params, x, rng):
   return constant(params, x) + 0.0 * jax.random.normal(rng, ())
 
 
+@deterministic
 def one_feature(params, x):
   """Class 0 when feature j exceeds 0.5, else class 1; nothing else matters."""
   v = x.reshape(x.shape[0], -1)[:, params['j']]
@@ -110,8 +115,7 @@ def test_quadrature_rules():
 def test_stochastic_ig_is_complete_for_the_mean_of_its_draws(data):
   key = jax.random.key(3)
   draws = 3
-  a = attr.integrated_gradients(noisy_mlp, data['net'], data['x'], data['target'], baseline=data['baseline'],
-                                stochastic=True, key=key, draws=draws)
+  a = attr.integrated_gradients(noisy_mlp, data['net'], data['x'], data['target'], baseline=data['baseline'], key=key, draws=draws)
   keys = jax.random.split(key, draws)
   f = lambda v: np.mean([np.asarray(noisy_mlp(data['net'], v, k))[np.arange(B), data['target']] for k in keys], 0)
   np.testing.assert_allclose(np.asarray(a).reshape(B, -1).sum(1), f(data['x']) - f(data['baseline']), rtol=1e-2)
@@ -197,8 +201,7 @@ def test_noise_tunnel_stability_of_a_linear_model_in_closed_form(data):
 def test_constant_classifier_has_abc_one(data):
   params = {'c': jnp.asarray([0.1, 2.0, -1.0])}
   for fn, stochastic in ((constant, False), (constant_stochastic, True)):
-    res = attr.abc(fn, params, data['x'], key=jax.random.key(0), n_samples=16, fraction=0.5, steps=4,
-                   stochastic=stochastic, draws=2 if stochastic else 1)
+    res = attr.abc(fn, params, data['x'], key=jax.random.key(0), n_samples=16, fraction=0.5, steps=4, draws=2 if stochastic else 1)
     np.testing.assert_array_equal(np.asarray(res.score), np.ones(B))
     np.testing.assert_array_equal(np.asarray(res.label), np.ones(B))
 
@@ -243,7 +246,7 @@ def test_argument_errors(data):
   with pytest.raises(ValueError, match='draws'):
     attr.integrated_gradients(mlp, p, x, t, draws=2)
   with pytest.raises(ValueError, match='key'):
-    attr.integrated_gradients(noisy_mlp, p, x, t, stochastic=True)
+    attr.integrated_gradients(noisy_mlp, p, x, t)
   with pytest.raises(ValueError, match='nt_type'):
     attr.noise_tunnel(mlp, p, x, t, key=jax.random.key(0), nt_type='smooth')
   with pytest.raises(ValueError, match='stdev'):
@@ -256,6 +259,7 @@ def test_argument_errors(data):
     attr.noise_map(np.ones((1, 2, 2, 1)), normalize='l1')
 
 
+@deterministic
 def two_class_linear(params, x):
   """Logits [0, m], m = w.x + c: integrated gradients of class 1 from a zero baseline are exactly x * w."""
   m = x.reshape(x.shape[0], -1) @ params['w'] + params['c']

@@ -12,24 +12,29 @@ import numpy as np
 import pytest
 
 from srjax import attack
+from srjax.models.apply_fn import deterministic
 
 H = 8  # images [B, 8, 8, 1]
 
 
+@deterministic
 def linear(params, x):
   m = x.reshape(x.shape[0], -1) @ params['w'] + params['b']
   return jnp.stack([-m / 2, m / 2], axis=-1)
 
 
+@deterministic
 def dense(params, x):
   return x.reshape(x.shape[0], -1) @ params['w'] + params['b']
 
 
+@deterministic
 def mlp(params, x):
   h = jnp.tanh(x.reshape(x.shape[0], -1) @ params['w1'] + params['b1'])
   return h @ params['w2'] + params['b2']
 
 
+@deterministic
 def quantised(params, x):
   return dense(params, jnp.round(x * 4.0) / 4.0)  # d round / dx = 0 almost everywhere
 
@@ -176,7 +181,7 @@ def test_every_attack_stays_in_the_ball_and_the_ensemble_beats_its_parts(small_m
   fooled = ~robust
   assert np.all(np.argmax(mlp(params, full.x_adv), -1)[fooled] != y[fooled])
   # the raw outputs of the attacks (before the ensemble's check) stay in the ball too
-  raw = [attack.apgd(mlp, params, x, y, eps=eps, norm=norm, steps=10, key=key, loss='dlr', index=np.arange(8)),
+  raw = [attack.apgd(mlp, params, x, y, eps=eps, norm=norm, steps=10, key=key, loss='dlr', index=np.arange(8)).x_adv,
          attack.apgd_targeted(mlp, params, x, y, eps=eps, norm=norm, steps=10, key=key, n_targets=2).x_adv,
          attack.fab(mlp, params, x, y, eps=eps, norm=norm, steps=10, key=key, n_targets=2).x_adv,
          attack.square(mlp, params, x, y, eps=eps, norm=norm, queries=150, key=key).x_adv]
@@ -219,7 +224,7 @@ def test_errors():
       lambda: attack.autoattack(dense, params, x + 1.0, y, eps=0.1, key=key),
       lambda: attack.apgd(linear, lin, xl, yl, eps=0.1, key=key, loss='dlr'),       # 2 classes < 3
       lambda: attack.autoattack(linear, lin, xl, yl, eps=0.1, key=key),              # APGD-T needs 4
-      lambda: attack.apgd_targeted(lambda p, z: dense(p, z)[:, :3], params, x, y, eps=0.1, key=key),
+      lambda: attack.apgd_targeted(deterministic(lambda p, z: dense(p, z)[:, :3]), params, x, y, eps=0.1, key=key),
       lambda: attack.fab(dense, params, x, y, eps=-1.0, key=key),
       lambda: attack.square(dense, params, x, y, eps=0.1, norm='L3', key=key),
       lambda: attack.square(dense, params, x.reshape(8, -1), y, eps=0.1, key=key),
@@ -235,7 +240,7 @@ def test_attacks_name_layout_and_module_mistakes():
   x = jnp.zeros((2, 3, 16, 16))                          # [B, C, H, W]
   y = jnp.zeros((2,), jnp.int32)
   with pytest.raises(ValueError, match='channels-first'):
-    attack.apgd(lambda p, v: jnp.zeros((len(v), 4)), {}, x, y, eps=0.1, key=jax.random.key(0))
+    attack.apgd(lambda p, v, k: jnp.zeros((len(v), 4)), {}, x, y, eps=0.1, key=jax.random.key(0))
   with pytest.raises(TypeError, match='Flax module'):
     attack.autoattack(nn.Dense(4), {}, jnp.zeros((2, 16, 16, 3)), y, eps=0.1, key=jax.random.key(0))
 
@@ -252,8 +257,7 @@ def test_rand_is_the_default_for_a_model_that_takes_a_key_and_fools_exactly_the_
   eps = 0.05
   ratios = np.tile([0.3, 0.5, 0.7, 1.4, 1.7, 2.0], 2)   # |m| / (eps ||w||_1): < 1 foolable in Linf (the corner)
   params, x, y, margin, w = _linear_toy(ratios, eps=eps, batch=ratios.size, seed=4)
-  res = attack.autoattack(noisy_three_class, params, x, y, eps=eps, norm='Linf', key=jax.random.key(5),
-                          stochastic=True, steps=20)
+  res = attack.autoattack(noisy_three_class, params, x, y, eps=eps, norm='Linf', key=jax.random.key(5), steps=20)
   assert [entry.attack for entry in res.log] == ['clean', 'apgd-ce', 'apgd-dlr']   # version='rand' (EOT 20)
   assert [entry.eot for entry in res.log] == [20, 20, 20]
   assert res.log[0].robust_accuracy == 1.0
@@ -264,5 +268,4 @@ def test_rand_is_the_default_for_a_model_that_takes_a_key_and_fools_exactly_the_
   probs = jax.vmap(lambda k: jax.nn.softmax(noisy_three_class(params, res.x_adv, k)))(keys).mean(0)
   assert np.all(np.argmax(probs, -1)[fooled] != y[fooled])
   with pytest.raises(ValueError, match='version'):
-    attack.autoattack(noisy_three_class, params, x, y, eps=eps, norm='Linf', key=jax.random.key(5),
-                      stochastic=True, version='rnd')
+    attack.autoattack(noisy_three_class, params, x, y, eps=eps, norm='Linf', key=jax.random.key(5), version='rnd')

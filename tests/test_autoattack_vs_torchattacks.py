@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from srjax import attack
+from srjax.models.apply_fn import deterministic
 
 torch = pytest.importorskip('torch')
 torchattacks = pytest.importorskip('torchattacks')
@@ -24,6 +25,7 @@ def _weights():
           'b2': rng.normal(0, 0.1, K).astype(np.float32)}
 
 
+@deterministic
 def mlp(params, x):
   x = x.reshape(x.shape[0], -1)
   return jax.nn.relu(x @ params['w1'] + params['b1']) @ params['w2'] + params['b2']

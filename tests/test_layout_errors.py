@@ -65,6 +65,6 @@ def test_attribution_entries_name_nchw_and_modules(name):
   kwargs = {} if name == 'integrated_gradients' else {'key': jax.random.key(0)}
   target = () if name == 'abc' else (0,)
   with pytest.raises(ValueError, match='^x: .*' + NCHW):
-    fn(lambda p, x: x.reshape(len(x), -1)[:, :3], {}, jnp.zeros((2, 3, 8, 8)), *target, **kwargs)
+    fn(lambda p, x, k: x.reshape(len(x), -1)[:, :3], {}, jnp.zeros((2, 3, 8, 8)), *target, **kwargs)
   with pytest.raises(TypeError, match=r'^apply_fn: got a Flax module ViT'):
     fn(VIT, {}, jnp.zeros((2, 8, 8, 3)), *target, **kwargs)

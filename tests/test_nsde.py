@@ -11,6 +11,7 @@ import pytest
 
 from srjax import attribution, nsde
 from srjax.models import convnext
+from srjax.models.apply_fn import deterministic
 
 MODEL = convnext.ConvNeXt(num_classes=3, depths=(2, 1), dims=(8, 16), stem_patch=2, layer_scale_init=1.0,
                           input_mean=0.5, input_std=0.25)
@@ -282,7 +283,7 @@ def test_nsde_in_training_mode_drops_each_block_with_its_rate(variables):
 def test_attribution_noise_map_documented_call_feeds_nsde_apply(variables):
   """The call srjax.attribution.noise_map documents: IG attributions of x -> noise_map(a) -> nsde.apply's map."""
   target = jnp.zeros(X.shape[0], jnp.int32)
-  a = attribution.integrated_gradients(jax.jit(MODEL.apply), variables, X, target, steps=4)
+  a = attribution.integrated_gradients(deterministic(jax.jit(MODEL.apply)), variables, X, target, steps=4)
   m = attribution.noise_map(a)
   chex.assert_shape(m, X.shape[:3] + (1,))
   key = jax.random.key(7)

@@ -29,6 +29,7 @@ from srjax import data as srdata
 from srjax import nsde
 from srjax.data import spectro
 from srjax.models import convnext
+from srjax.models.apply_fn import takes_key
 from train import cli, loop, state_checkpoint
 from train import metrics as metrics_file
 from train.batches import eval_batches, labelled_batches, masked_metrics
@@ -74,16 +75,16 @@ def build_model(config: ml_collections.ConfigDict, num_classes: int) -> convnext
                         input_std=m.input_std)
 
 
-def make_apply(config: ml_collections.ConfigDict, model: convnext.ConvNeXt, *, train: bool = False) -> nsde.NSDEApply:
-  """Hashable `(variables, x, key) -> logits` for one noise draw (the ConvNeXt, `sde` None, ignores the key
-  unless `train` turns stochastic depth on)."""
-  return nsde.NSDEApply(model, nsde.from_config(config.model), train=train)
+def make_apply(config: ml_collections.ConfigDict, model: convnext.ConvNeXt, *, train: bool = False) -> Callable:
+  """Hashable `(variables, x, key) -> logits` for one noise draw (`nsde.apply_fn_of`: the ConvNeXt, `sde` None,
+  is `deterministic` unless `train` turns its stochastic depth on)."""
+  return nsde.apply_fn_of(model, nsde.from_config(config.model), train=train)
 
 
-def make_predict(config: ml_collections.ConfigDict, apply_fn: nsde.NSDEApply) -> nsde.Predict:
-  """Hashable `(variables, x, key) -> mean softmax over config.model.test_draws draws` (one draw when the
-  model has no SDE: more would repeat the same logits)."""
-  return nsde.Predict(apply_fn, draws=int(config.model.test_draws) if apply_fn.sde is not None else 1)
+def make_predict(config: ml_collections.ConfigDict, apply_fn: Callable) -> nsde.Predict:
+  """Hashable `(variables, x, key) -> mean softmax over config.model.test_draws draws` (one draw for a
+  deterministic model: more would repeat the same logits)."""
+  return nsde.Predict(apply_fn, draws=int(config.model.test_draws) if takes_key(apply_fn) else 1)
 
 
 def make_evaluate(predict: nsde.Predict, seed: int) -> Callable:

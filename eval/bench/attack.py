@@ -40,6 +40,7 @@ TORCH_PYTHON = '/work/torchvenv/bin/python'
 PARTS = ('apgd-ce', 'apgd-t', 'fab-t', 'square')
 
 
+@apply_fns.deterministic
 def cnn(params, x):
   """The small CNN; padding 1 on both sides, as torch's Conv2d(padding=1)."""
   dn = ('NHWC', 'HWIO', 'NHWC')
@@ -151,7 +152,7 @@ def main(argv=None):
   model = convnext.build('micro', num_classes=8)
   xc = rng.uniform(size=(conv_batch, 64, 64, 1)).astype(np.float32)
   variables = model.init(jax.random.key(0), jnp.asarray(xc[:1]))
-  conv_apply = apply_fns.ModuleApply(model)
+  conv_apply = apply_fns.deterministic(apply_fns.ModuleApply(model))
   yc = np.asarray(jnp.argmax(conv_apply(variables, xc), -1)).astype(np.int32)
   conv = run_srjax(conv_apply, variables, xc, yc, eps=eps, norm=args.norm, steps=steps, queries=queries,
                    n_targets=min(n_targets, 7), parts=() if args.quick else PARTS)

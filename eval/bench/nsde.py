@@ -253,7 +253,7 @@ def main(argv=None) -> None:
     variables = jax.jit(model.init)(key, x[:1])
     apply_fn = nsde.NSDEApply(model, nsde.SDE(args.sigma))
     run = jax.jit(lambda v, x, y, k: attack.apgd(apply_fn, v, x, y, eps=0.5, norm='L2', steps=args.apgd_steps,
-                                                 key=k, eot=1, stochastic=True))
+                                                 key=k, eot=1))
     compiled, compile_s = common.compile_seconds(run, variables, x, y, key)
     apgd_s = common.median_time(lambda: compiled(variables, x, y, key), repeats=max(1, args.rounds // 2))
     rows.append({'variant': f'APGD-CE L2, {args.apgd_steps} steps, NSDE, one batch', 'time_s': apgd_s,

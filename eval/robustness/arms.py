@@ -8,8 +8,8 @@ import json
 import os
 from typing import Any, Sequence
 
-
 from eval.robustness.settings import MODULE, Model, PAPER_SEEDS, QUICK_SEEDS, SEEDS
+from srjax.models.apply_fn import takes_key
 
 
 def has_checkpoint(workdir: str) -> bool:
@@ -35,7 +35,7 @@ def load_model(workdir: str, flag: str = '--arm-a') -> Model:
   from train import nsde  # pylint: disable=g-import-not-at-top  (the training stack loads only when needed)
   trained = nsde.load_trained(workdir)
   kind = kind_of(trained.config)
-  stochastic = trained.apply_fn.sde is not None   # an NSDE: its noise stays on at test time
+  stochastic = takes_key(trained.apply_fn)   # an NSDE: its noise stays on at test time
   name = f'{kind} ({os.path.basename(os.path.normpath(workdir))})'
   draws = int(trained.config.model.get('test_draws', 1)) if stochastic else 1
   return Model(name=name, kind=kind, stochastic=stochastic, trained=trained, step=int(trained.step),

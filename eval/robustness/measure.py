@@ -86,8 +86,7 @@ class Evaluator:
   def judge(self, x_adv: np.ndarray, key: jax.Array) -> np.ndarray:
     """[n] 0/1 still correct on x_adv by AutoAttack's criterion: the argmax of the softmax averaged over the
     attack's EOT draws (one for a deterministic model)."""
-    probs = attack.common.predict(self.apply_fn, self.variables, jnp.asarray(x_adv), key, eot=self.eot,
-                                  stochastic=True)
+    probs = attack.common.predict(self.apply_fn, self.variables, jnp.asarray(x_adv), key, eot=self.eot)
     return (np.asarray(jnp.argmax(probs, -1)) == self.ya).astype(int)
 
   def clean(self, key):
@@ -106,7 +105,7 @@ class Evaluator:
     for i, (lo, hi) in enumerate(spans(self.xa.shape[0], self.s.attack_batch)):
       res = attack.autoattack(self.apply_fn, self.variables, jnp.asarray(self.xa[lo:hi]),
                               jnp.asarray(self.ya[lo:hi]), eps=eps, norm=norm, key=jax.random.fold_in(key, i),
-                              version=version, eot=self.eot, stochastic=True, steps=self.s.steps,
+                              version=version, eot=self.eot, steps=self.s.steps,
                               queries=self.s.queries, n_targets=self.s.n_targets)
       robust.append(np.asarray(res.robust))
       logs.append(res.log)
@@ -120,7 +119,7 @@ class Evaluator:
 
     def fn(xb, yb, kb):
       return attack.square(self.apply_fn, self.variables, jnp.asarray(xb), jnp.asarray(yb), eps=eps, norm=norm,
-                           queries=self.s.queries, key=kb, eot=1, stochastic=True).x_adv
+                           queries=self.s.queries, key=kb, eot=1).x_adv
 
     x_adv = map_rows(fn, self.xa, self.ya, self.s.attack_batch, k_attack)[0]
     return {'correct': self.judge(x_adv, k_judge).tolist()}
@@ -131,7 +130,7 @@ class Evaluator:
 
     def fn(xb, yb, kb):
       return attack.apgd(source.apply_fn, source.variables, jnp.asarray(xb), jnp.asarray(yb), eps=eps, norm=norm,
-                         steps=self.s.steps, key=kb, eot=1, stochastic=True)
+                         steps=self.s.steps, key=kb, eot=1).x_adv
 
     x_adv = map_rows(fn, self.xa, self.ya, self.s.attack_batch, k_attack)[0]
     return {'correct': self.judge(x_adv, k_judge).tolist(), 'source': source.m.name}
@@ -143,8 +142,7 @@ class Evaluator:
     def fn(xb, tb, kb):
       st = attribution.stability(self.apply_fn, self.variables, jnp.asarray(xb), jnp.asarray(tb), key=kb,
                                  radius=self.s.stability_radius, n_samples=self.s.stability_samples,
-                                 steps=self.s.ig_steps, method=self.s.ig_method, chunk=self.s.ig_chunk,
-                                 stochastic=True, model_key=k_model, draws=self.draws,
+                                 steps=self.s.ig_steps, method=self.s.ig_method, chunk=self.s.ig_chunk, model_key=k_model, draws=self.draws,
                                  tunnel_samples=self.s.tunnel_samples if tunnel else 0,
                                  tunnel_stdev=self.s.tunnel_stdev)
       return st.relative_l2, st.max_sensitivity, st.log_abs_change
@@ -158,7 +156,7 @@ class Evaluator:
     def fn(xb, yb, kb):
       res = attribution.abc(self.apply_fn, self.variables, jnp.asarray(xb), key=kb, n_samples=self.s.abc_samples,
                             fraction=self.s.abc_fraction, steps=self.s.ig_steps, method=self.s.ig_method,
-                            chunk=self.s.ig_chunk, stochastic=True, draws=self.draws)
+                            chunk=self.s.ig_chunk, draws=self.draws)
       return res.score, res.label
 
     score, label = map_rows(fn, self.x[:n], self.y[:n], self.s.attr_batch, key)

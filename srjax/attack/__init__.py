@@ -7,8 +7,9 @@ One concept per module:
   * `random_search`: `square`, the Square attack, score-based random search (Andriushchenko et al. 2020);
   * `ensemble`: `autoattack`, attack after attack on the points still robust ('standard', 'rand', 'custom');
   * `losses`: cross-entropy, DLR, targeted DLR, margin, target ranking; `common`: checks, norms, projections.
-All attacks work in L2 and Linf, on inputs in [0, 1], with `apply_fn(params, x) -> logits` (or
-`apply_fn(params, x, rng)` with `stochastic=True`), and compile their iterations into one XLA loop.
+All attacks work in L2 and Linf, on inputs in [0, 1], with one model protocol, `apply_fn(params, x, key) ->
+logits` (a deterministic model wrapped once with `srjax.models.apply_fn.deterministic(f)`), and compile their
+iterations into one XLA loop. `apgd` and `pgd` return an `AttackResult(x_adv, success)`.
 """
 from srjax.attack.common import NORMS
 from srjax.attack.common import AttackResult

@@ -23,6 +23,7 @@ import numpy as np
 
 from srjax import checks
 from srjax.attack import common
+from srjax.models.apply_fn import takes_key
 
 
 class FabResult(NamedTuple):
@@ -42,7 +43,7 @@ class FabResult(NamedTuple):
 
 def fab(apply_fn: Callable[..., jax.Array], params: Any, x: jax.Array, y: jax.Array, *, eps: Any,
         norm: str = 'Linf', steps: int = 100, key: jax.Array, n_targets: int = 9, alpha_max: float = 0.1,
-        eta: float = 1.05, beta: float = 0.9, eot: int = 1, stochastic: bool = False) -> FabResult:
+        eta: float = 1.05, beta: float = 0.9, eot: int = 1) -> FabResult:
   """FAB-T, L2 or Linf: one run of `steps` iterations per target among the top-k classes other than y.
 
   Per example and target t (Algorithm 1, with the targeted boundary of Sec. 3.3), from x^(0) = x:
@@ -59,7 +60,8 @@ def fab(apply_fn: Callable[..., jax.Array], params: Any, x: jax.Array, y: jax.Ar
   FAB-T uses one run from x).
 
   Args:
-    apply_fn: `apply_fn(params, x) -> logits [B, C]`, or `apply_fn(params, x, rng)` with `stochastic=True`.
+    apply_fn: `apply_fn(params, x, key) -> logits [B, C]`; a deterministic model wrapped with
+      `srjax.models.apply_fn.deterministic(f)`.
     params: the first argument of `apply_fn`.
     x: clean inputs [B, ...] float in [0, 1].
     y: true labels [B] int.
@@ -70,7 +72,6 @@ def fab(apply_fn: Callable[..., jax.Array], params: Any, x: jax.Array, y: jax.Ar
     n_targets: k >= 1 (AutoAttack: 9), capped at C - 1.
     alpha_max, eta, beta: the paper's 0.1, 1.05, 0.9 (alpha_max in [0, 1], eta >= 1, beta in (0, 1)).
     eot: draws averaged per evaluation (stochastic models only).
-    stochastic: whether `apply_fn` takes `rng`.
 
   Returns:
     FabResult(x_adv, success, x_min, distance).
@@ -81,15 +82,16 @@ def fab(apply_fn: Callable[..., jax.Array], params: Any, x: jax.Array, y: jax.Ar
   References:
     Croce & Hein, ICML 2020 (FAB), Algorithm 1, Eqs. 8-9, Sec. 3.1-3.3.
   """
+  stochastic = takes_key(apply_fn)
   x, y, eps_b = common.validate(x, y, eps, norm, eot, stochastic, apply_fn=apply_fn, steps=steps)
   checks.integer('n_targets', n_targets, 1)
   checks.in_range('alpha_max', alpha_max, 0.0, 1.0)
   checks.in_range('eta', eta, 1.0)
   checks.in_range('beta', beta, 0.0, 1.0, low_open=True, high_open=True)
-  classes = common.num_classes(apply_fn, params, x, stochastic)
+  classes = common.num_classes(apply_fn, params, x)
   common.check_classes('apply_fn', classes, 2, 'a boundary needs two classes')
   targets, clean_wrong, k_run = common.ranked_targets(apply_fn, params, x, y, key, n_targets=n_targets,
-                                                      classes=classes, eot=eot, stochastic=stochastic)
+                                                      classes=classes, eot=eot)
   k = targets.shape[1]
   x_min = x
   distance = np.where(clean_wrong, 0.0, np.inf)
@@ -173,7 +175,7 @@ def fab_run(apply_fn, params, x, y, target, key, hyper, *, norm, steps, eot, sto
 
   def boundary(z, rng):
     def diff(zz, r):
-      logits = apply_fn(params, zz, r) if stochastic else apply_fn(params, zz)
+      logits = apply_fn(params, zz, r if stochastic else None)
       logits = logits.astype(jnp.float32)
       d = (jnp.take_along_axis(logits, target[:, None], -1) - jnp.take_along_axis(logits, y[:, None], -1))[:, 0]
       return jnp.sum(d), d

@@ -3,9 +3,12 @@
 Layout: inputs are batches `x [B, ...]` in [0, 1]; a radius `eps` is a number or one value per example `[B]`
 and is broadcast to `[B, 1, ...]` against x. Norms are 'L2' and 'Linf' over all non-batch axes.
 
-Model protocol (every attack of the package): `apply_fn(params, x) -> logits [B, C]`, or with `stochastic=True`
-`apply_fn(params, x, rng) -> logits [B, C]` whose randomness comes from `rng`. The model must treat batch
-elements independently (no batch statistics).
+Model protocol (one for the whole package and `srjax.attribution`): `apply_fn(params, x, key) -> logits [B, C]`,
+whose randomness (a neural SDE's noise) comes from `key`. A deterministic model is wrapped once,
+`srjax.models.apply_fn.deterministic(f)`; the attacks read from that wrapper that its draws are all equal (EOT
+must be 1, AutoAttack defaults to 'standard'). (Before this version a `stochastic=` flag said which protocol a
+function followed.)
+The model must treat batch elements independently (no batch statistics).
 """
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from srjax import checks
+from srjax.models.apply_fn import check_protocol, takes_key
 from srjax.attack import losses
 
 NORMS = ('L2', 'Linf')
@@ -42,14 +46,16 @@ def validate(x, y, eps, norm, eot, stochastic, *, apply_fn=None, steps=None, ste
   other rank, e.g. [B, D] features, is taken as it is).
   """
   if apply_fn is not None:
-    checks.apply_fn('apply_fn', apply_fn, 'a function (params, x) -> logits, e.g. model.apply')
+    checks.apply_fn('apply_fn', apply_fn, 'a function (params, x, key) -> logits, e.g. '
+                    'srjax.models.apply_fn.deterministic(model.apply)')
+    check_protocol('apply_fn', apply_fn)
   checks.one_of('norm', norm, NORMS)
   if steps is not None:
     checks.integer(steps_name, steps, 1)
   checks.integer('eot', eot, 1)
   if eot > 1 and not stochastic:
-    checks.fail('eot', eot, '1 for a deterministic apply_fn(params, x); pass stochastic=True with '
-                'apply_fn(params, x, rng) to average draws')
+    checks.fail('eot', eot, '1 for a deterministic model (srjax.models.apply_fn.deterministic): its draws are '
+                'all equal')
   x = jnp.asarray(x)
   y = jnp.asarray(y)
   if x.ndim < 2:
@@ -89,14 +95,10 @@ def example_index(index, batch):
   return index.astype(jnp.int32)
 
 
-def num_classes(apply_fn, params, x, stochastic):
+def num_classes(apply_fn, params, x):
   """C of the model's logits [B, C], from its abstract evaluation (no compute)."""
   spec = jax.ShapeDtypeStruct(x.shape, x.dtype)
-  if stochastic:
-    out = jax.eval_shape(apply_fn, params, spec, jax.random.key(0))
-  else:
-    out = jax.eval_shape(apply_fn, params, spec)
-  return int(out.shape[-1])
+  return int(jax.eval_shape(apply_fn, params, spec, jax.random.key(0)).shape[-1])
 
 
 def check_classes(name, classes, minimum, why):
@@ -151,7 +153,7 @@ def inside(x_adv, x, eps, norm, rtol=1e-5):
 def mean_logits(apply_fn, params, x, key, eot, stochastic):
   """Logits [B, C] of a deterministic model, or their mean over `eot` draws `split(key, eot)`."""
   if not stochastic:
-    return apply_fn(params, x).astype(jnp.float32)
+    return apply_fn(params, x, None).astype(jnp.float32)
   draws = jax.vmap(lambda r: apply_fn(params, x, r).astype(jnp.float32))(jax.random.split(key, eot))
   return draws.mean(0)
 
@@ -159,17 +161,16 @@ def mean_logits(apply_fn, params, x, key, eot, stochastic):
 def mean_probs(apply_fn, params, x, key, eot, stochastic):
   """Softmax [B, C] of a deterministic model, or the mean softmax over `eot` draws."""
   if not stochastic:
-    return jax.nn.softmax(apply_fn(params, x).astype(jnp.float32), axis=-1)
+    return jax.nn.softmax(apply_fn(params, x, None).astype(jnp.float32), axis=-1)
   draws = jax.vmap(lambda r: jax.nn.softmax(apply_fn(params, x, r).astype(jnp.float32), -1))(
       jax.random.split(key, eot))
   return draws.mean(0)
 
 
-@functools.partial(jax.jit, static_argnames=('apply_fn', 'eot', 'stochastic'))
-def predict(apply_fn: Callable[..., jax.Array], params: Any, x: jax.Array, key: jax.Array, *, eot: int,
-            stochastic: bool) -> jax.Array:
-  """The attacks' prediction: softmax [B, C] (averaged over `eot` draws for a stochastic model), compiled."""
-  return mean_probs(apply_fn, params, x, key, eot, stochastic)
+@functools.partial(jax.jit, static_argnames=('apply_fn', 'eot'))
+def predict(apply_fn: Callable[..., jax.Array], params: Any, x: jax.Array, key: jax.Array, *, eot: int) -> jax.Array:
+  """The attacks' prediction: softmax [B, C] (averaged over `eot` draws for a model that takes a key), compiled."""
+  return mean_probs(apply_fn, params, x, key, eot, takes_key(apply_fn))
 
 
 def bucket(n: int, batch: int) -> int:
@@ -200,7 +201,7 @@ def on_subset(fn: Callable[..., Any], active: np.ndarray, *arrays: Any) -> tuple
   return idx, jax.tree.map(lambda o: o[:idx.size], out)
 
 
-def ranked_targets(apply_fn, params, x, y, key, *, n_targets, classes, eot, stochastic):
+def ranked_targets(apply_fn, params, x, y, key, *, n_targets, classes, eot):
   """The targeted attacks' common start: one prediction (EOT-averaged), then the top-k other classes.
 
   Returns:
@@ -208,6 +209,6 @@ def ranked_targets(apply_fn, params, x, y, key, *, n_targets, classes, eot, stoc
     points already misclassified; the key left for the attack's runs).
   """
   k_pred, k_run = jax.random.split(key)
-  probs = predict(apply_fn, params, x, k_pred, eot=eot, stochastic=bool(stochastic))
+  probs = predict(apply_fn, params, x, k_pred, eot=eot)
   targets = losses.target_classes(probs, y, min(n_targets, classes - 1))
   return targets, np.array(jnp.argmax(probs, -1) != y), k_run

@@ -18,6 +18,7 @@ import numpy as np
 from srjax import checks
 from srjax.attack import boundary
 from srjax.attack import common
+from srjax.models.apply_fn import takes_key
 from srjax.attack import gradient
 from srjax.attack import random_search
 
@@ -61,7 +62,7 @@ class AutoAttackResult(NamedTuple):
 
 def autoattack(apply_fn: Callable[..., jax.Array], params: Any, x: jax.Array, y: jax.Array, *, eps: Any,
                norm: str = 'Linf', key: jax.Array, version: str | None = None,
-               attacks: Sequence[str] | None = None, eot: int | None = None, stochastic: bool = False,
+               attacks: Sequence[str] | None = None, eot: int | None = None,
                steps: int = 100, queries: int = 5000, n_targets: int = 9, verbose: bool = False
                ) -> AutoAttackResult:
   """AutoAttack: attacks in order, each on the points no earlier attack fooled.
@@ -69,7 +70,7 @@ def autoattack(apply_fn: Callable[..., jax.Array], params: Any, x: jax.Array, y:
   Versions (Croce & Hein 2020):
     * 'standard' (default for a deterministic model): APGD-CE, APGD-T (targeted DLR, `n_targets` targets),
       FAB-T (`n_targets` targets), Square (`queries` queries); one restart each;
-    * 'rand' (default for a stochastic model, `stochastic=True`): APGD-CE and APGD-DLR with EOT over `eot`
+    * 'rand' (default for a model that takes a key, i.e. not `deterministic`): APGD-CE and APGD-DLR with EOT over `eot`
       draws (default 20);
     * 'custom': the attacks named in `attacks`, in that order, from 'apgd-ce', 'apgd-dlr', 'apgd-t', 'fab-t',
       'square'.
@@ -82,7 +83,8 @@ def autoattack(apply_fn: Callable[..., jax.Array], params: Any, x: jax.Array, y:
   all of x would attack it: the ensemble's robust accuracy is at most that of each of its parts.
 
   Args:
-    apply_fn: `apply_fn(params, x) -> logits [B, C]`, or `apply_fn(params, x, rng)` with `stochastic=True`.
+    apply_fn: `apply_fn(params, x, key) -> logits [B, C]`; a deterministic model wrapped with
+      `srjax.models.apply_fn.deterministic(f)`.
     params: the first argument of `apply_fn`.
     x: clean inputs [B, ...] in [0, 1] (images [B, H, W, C] when Square runs).
     y: true labels [B] int.
@@ -90,10 +92,9 @@ def autoattack(apply_fn: Callable[..., jax.Array], params: Any, x: jax.Array, y:
     norm: 'L2' or 'Linf'.
     key: PRNG key; an attack uses `fold_in(key, ATTACKS.index(name))`, whatever the other attacks, so
       `version='custom', attacks=[name]` with the same key replays that part of an ensemble run.
-    version: 'standard', 'rand' or 'custom' (default: 'rand' if stochastic else 'standard').
+    version: 'standard', 'rand' or 'custom' (default: 'standard' for a `deterministic` model, else 'rand').
     attacks: the attack names for version='custom' (only then).
     eot: draws per gradient for the APGD attacks of a stochastic model (default: 20 for 'rand', else 1).
-    stochastic: whether `apply_fn` takes `rng`.
     steps: APGD and FAB iterations per run (AutoAttack: 100).
     queries: Square's budget (AutoAttack: 5,000).
     n_targets: targets of APGD-T and FAB-T (AutoAttack: 9), capped at C - 1.
@@ -109,6 +110,7 @@ def autoattack(apply_fn: Callable[..., jax.Array], params: Any, x: jax.Array, y:
   References:
     Croce & Hein 2020, Sec. 4-5 (the ensemble and its versions).
   """
+  stochastic = takes_key(apply_fn)
   if version is None:
     version = 'rand' if stochastic else 'standard'
   checks.one_of('version', version, VERSIONS)
@@ -127,22 +129,21 @@ def autoattack(apply_fn: Callable[..., jax.Array], params: Any, x: jax.Array, y:
   x, y, eps_b = common.validate(x, y, eps, norm, eot, stochastic, apply_fn=apply_fn, steps=steps)
   checks.integer('queries', queries, 1)
   checks.integer('n_targets', n_targets, 1)
-  classes = common.num_classes(apply_fn, params, x, stochastic)
+  classes = common.num_classes(apply_fn, params, x)
   if 'apgd-dlr' in names:
     common.check_classes('attacks', classes, 3, 'APGD-DLR')
   if 'apgd-t' in names:
     common.check_classes('attacks', classes, 4, 'APGD-T')
-  stochastic = bool(stochastic)
   batch = x.shape[0]
   ids = jnp.arange(batch, dtype=jnp.int32)
 
   def fooled_by(x_adv, xs, ys, es, k):
-    probs = common.predict(apply_fn, params, x_adv, k, eot=eot, stochastic=stochastic)
+    probs = common.predict(apply_fn, params, x_adv, k, eot=eot)
     return (jnp.argmax(probs, -1) != ys) & common.inside(x_adv, xs, es, norm)
 
   start = time.perf_counter()
   k_clean, k_attacks = jax.random.split(key)
-  probs = common.predict(apply_fn, params, x, k_clean, eot=eot, stochastic=stochastic)
+  probs = common.predict(apply_fn, params, x, k_clean, eot=eot)
   robust = np.array(jnp.argmax(probs, -1) == y)
   x_adv = x
   log = [AttackLog('clean', batch, float(robust.mean()), time.perf_counter() - start, eot)]
@@ -156,7 +157,7 @@ def autoattack(apply_fn: Callable[..., jax.Array], params: Any, x: jax.Array, y:
 
     def run(xs, ys, es, ii, name=name, k_run=k_run, k_check=k_check):
       out = _run_one(name, apply_fn, params, xs, ys, es, ii, k_run, norm=norm, steps=steps, queries=queries,
-                     n_targets=n_targets, eot=eot, stochastic=stochastic)
+                     n_targets=n_targets, eot=eot)
       return out, fooled_by(out, xs, ys, es, k_check)
 
     idx, out = common.on_subset(run, robust, x, y, eps_b, ids)
@@ -176,17 +177,18 @@ def _line(entry):
           f'(attacked {entry.attacked}, {entry.seconds:.1f} s)')
 
 
-def _run_one(name, apply_fn, params, x, y, eps, ids, key, *, norm, steps, queries, n_targets, eot, stochastic):
+def _run_one(name, apply_fn, params, x, y, eps, ids, key, *, norm, steps, queries, n_targets, eot):
   """One attack of the ensemble on a (padded) sub-batch; returns its x_adv."""
   if name in ('apgd-ce', 'apgd-dlr'):
     x_adv, _ = gradient.apgd_run(apply_fn, params, x, y, y, eps, key, ids, jnp.float32(0.75), norm=norm,
-                                 steps=steps, eot=eot, stochastic=stochastic, loss=name[5:], per_example=True)
+                                 steps=steps, eot=eot, stochastic=takes_key(apply_fn), loss=name[5:],
+                                 per_example=True)
     return x_adv
   if name == 'apgd-t':
     return gradient.apgd_targeted(apply_fn, params, x, y, eps=eps, norm=norm, steps=steps, key=key,
-                                  n_targets=n_targets, eot=eot, stochastic=stochastic, index=ids).x_adv
+                                  n_targets=n_targets, eot=eot, index=ids).x_adv
   if name == 'fab-t':
     return boundary.fab(apply_fn, params, x, y, eps=eps, norm=norm, steps=steps, key=key, n_targets=n_targets,
-                        eot=eot, stochastic=stochastic).x_adv
+                        eot=eot).x_adv
   return random_search.square(apply_fn, params, x, y, eps=eps, norm=norm, queries=queries, key=key, eot=eot,
-                              stochastic=stochastic, index=ids).x_adv
+                              index=ids).x_adv

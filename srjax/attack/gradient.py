@@ -3,13 +3,12 @@
 Each attack maximises a per-example loss of `apply_fn(params, x')` over `{x' : ||x' - x|| <= eps} ∩ [0, 1]^D`
 and returns adversarial inputs inside that set.
 
-Model protocol (the arity is explicit):
-  * deterministic (`stochastic=False`, the default): `apply_fn(params, x) -> logits [B, C]`; `eot` must be 1.
-  * stochastic (`stochastic=True`): `apply_fn(params, x, rng) -> logits [B, C]`, e.g. a neural SDE that draws
-    its noise from `rng`. Each gradient is the Expectation over Transformation (EOT, Athalye et al. 2018) of
-    `eot` draws: the per-example loss, its gradient and the softmax are averaged over `eot` independent keys,
-    vmapped (one batched forward/backward per draw). Draw keys are `fold_in(key, t)` per iteration t, split
-    into `eot`, so the same key gives the same attack.
+Model protocol: `apply_fn(params, x, key) -> logits [B, C]`, e.g. a neural SDE that draws its noise from `key`;
+a deterministic model is wrapped once with `srjax.models.apply_fn.deterministic(f)` (then `eot` must be 1).
+  Each gradient is the Expectation over Transformation (EOT, Athalye et al. 2018) of `eot` draws: the
+  per-example loss, its gradient and the softmax are averaged over `eot` independent keys, vmapped (one batched
+  forward/backward per draw). Draw keys are `fold_in(key, t)` per iteration t, split into `eot`, so the same key
+  gives the same attack.
   `apply_fn` is a static argument of the compiled attack: pass a hashable callable (a module-level function,
   `srjax.models.apply_fn.ModuleApply`, a bound `model.apply`), not a fresh lambda per call, or every call
   compiles again. The model must treat batch elements independently (no batch statistics), since the gradient
@@ -43,6 +42,7 @@ import numpy as np
 
 from srjax import checks
 from srjax.attack import common
+from srjax.models.apply_fn import takes_key
 from srjax.attack import losses
 
 LOSSES = ('ce', 'dlr')
@@ -50,7 +50,7 @@ LOSSES = ('ce', 'dlr')
 
 def apgd(apply_fn: Callable[..., jax.Array], params: Any, x: jax.Array, y: jax.Array, *, eps: Any,
          norm: str = 'L2', steps: int = 100, key: jax.Array, eot: int = 1, rho: float = 0.75,
-         stochastic: bool = False, return_success: bool = False, loss: str = 'ce', index: Any = None):
+         loss: str = 'ce', index: Any = None) -> common.AttackResult:
   """APGD: Auto-PGD on the cross-entropy (APGD-CE) or the DLR loss (APGD-DLR), L2 or Linf.
 
   The algorithm (Croce & Hein 2020, Algorithm 1, with AutoAttack's choices), per example:
@@ -74,7 +74,8 @@ def apgd(apply_fn: Callable[..., jax.Array], params: Any, x: jax.Array, y: jax.A
   is invariant to the scale of the logits and needs C >= 3 classes.
 
   Args:
-    apply_fn: `apply_fn(params, x) -> logits [B, C]`, or `apply_fn(params, x, rng)` with `stochastic=True`.
+    apply_fn: `apply_fn(params, x, key) -> logits [B, C]`; a deterministic model wrapped with
+      `srjax.models.apply_fn.deterministic(f)`.
     params: the first argument of `apply_fn` (opaque; e.g. a Flax variables dict).
     x: clean inputs [B, ...] float32 in [0, 1].
     y: true labels [B] int.
@@ -82,10 +83,8 @@ def apgd(apply_fn: Callable[..., jax.Array], params: Any, x: jax.Array, y: jax.A
     norm: 'L2' or 'Linf'.
     steps: number of iterations N >= 1 (the paper's default 100). Each costs `eot` forward/backward passes.
     key: PRNG key for the random start and the model's draws.
-    eot: gradient draws averaged per iteration (EOT); > 1 requires `stochastic=True`.
+    eot: gradient draws averaged per iteration (EOT); > 1 is refused for a `deterministic` model.
     rho: the checkpoint's oscillation threshold, in (0, 1) (paper: 0.75).
-    stochastic: whether `apply_fn` takes a third argument `rng`.
-    return_success: also return the per-example success flags.
     loss: 'ce' or 'dlr'.
     index: None (one random start drawn for the whole batch) or int [B] stream ids: example i then draws its
       random start from `fold_in(key, index[i])`, so a sub-batch given the positions of its examples in a larger
@@ -93,7 +92,8 @@ def apgd(apply_fn: Callable[..., jax.Array], params: Any, x: jax.Array, y: jax.A
 
   Returns:
     x_adv [B, ...] float32 (same shape and dtype as x), with ||x_adv - x|| <= eps (up to float rounding) and
-    0 <= x_adv <= 1; with `return_success`, the pair (x_adv, success [B] bool).
+    0 <= x_adv <= 1, and success [B] bool (an `AttackResult`; before this version `return_success=` chose
+    between the array and the pair).
 
   Raises:
     ValueError: eps < 0, an unknown norm or loss, steps < 1, eot < 1, eot > 1 with a deterministic model, rho
@@ -103,21 +103,22 @@ def apgd(apply_fn: Callable[..., jax.Array], params: Any, x: jax.Array, y: jax.A
   References:
     Croce & Hein 2020, Sec. 3 and Algorithm 1 (conditions 1-2 of the step-size rule, Sec. 3.1); Eq. 5 (DLR).
   """
+  stochastic = takes_key(apply_fn)
   x, y, eps_b = common.validate(x, y, eps, norm, eot, stochastic, apply_fn=apply_fn, steps=steps)
   checks.in_range('rho', rho, 0.0, 1.0, low_open=True, high_open=True)
   checks.one_of('loss', loss, LOSSES)
   if loss == 'dlr':
-    common.check_classes('loss', common.num_classes(apply_fn, params, x, stochastic), 3, "loss='dlr'")
+    common.check_classes('loss', common.num_classes(apply_fn, params, x), 3, "loss='dlr'")
   per_example = index is not None
   ids = common.example_index(index, x.shape[0])
   out = apgd_run(apply_fn, params, x, y, y, eps_b, key, ids, jnp.float32(rho), norm=norm, steps=steps, eot=eot,
                  stochastic=bool(stochastic), loss=loss, per_example=per_example)
-  return out if return_success else out[0]
+  return common.AttackResult(*out)
 
 
 def apgd_targeted(apply_fn: Callable[..., jax.Array], params: Any, x: jax.Array, y: jax.Array, *, eps: Any,
                   norm: str = 'L2', steps: int = 100, key: jax.Array, n_targets: int = 9, eot: int = 1,
-                  rho: float = 0.75, stochastic: bool = False, index: Any = None) -> common.AttackResult:
+                  rho: float = 0.75, index: Any = None) -> common.AttackResult:
   """APGD-T: APGD on the targeted DLR loss, once per target among the top-k classes other than the true one.
 
   The targets of an example are the k = min(n_targets, C - 1) classes other than y with the highest clean
@@ -126,7 +127,7 @@ def apgd_targeted(apply_fn: Callable[..., jax.Array], params: Any, x: jax.Array,
   fooled by target j is not attacked again. Success means misclassified (argmax != y), whichever class wins.
 
   Args:
-    apply_fn, params, x, y, eps, norm, steps, eot, rho, stochastic: as in `apgd`.
+    apply_fn, params, x, y, eps, norm, steps, eot, rho: as in `apgd`.
     key: PRNG key; target j uses `fold_in(key, j)`.
     n_targets: k >= 1 (AutoAttack: 9), capped at C - 1.
     index: None or int [B] stream ids for the random starts (see `apgd`); default arange(B).
@@ -140,14 +141,15 @@ def apgd_targeted(apply_fn: Callable[..., jax.Array], params: Any, x: jax.Array,
   References:
     Croce & Hein 2020, Sec. 4 (APGD-T, targeted DLR loss Eq. 6, top-9 targets).
   """
+  stochastic = takes_key(apply_fn)
   x, y, eps_b = common.validate(x, y, eps, norm, eot, stochastic, apply_fn=apply_fn, steps=steps)
   checks.in_range('rho', rho, 0.0, 1.0, low_open=True, high_open=True)
   checks.integer('n_targets', n_targets, 1)
-  classes = common.num_classes(apply_fn, params, x, stochastic)
+  classes = common.num_classes(apply_fn, params, x)
   common.check_classes('apply_fn', classes, 4, 'the targeted DLR loss uses the 4 largest logits')
   ids = common.example_index(index, x.shape[0])
   targets, success, k_run = common.ranked_targets(apply_fn, params, x, y, key, n_targets=n_targets,
-                                                  classes=classes, eot=eot, stochastic=stochastic)
+                                                  classes=classes, eot=eot)
   k = targets.shape[1]
   x_adv = x
   for j in range(k):  # k <= 9 compiled runs, each on the points still robust (padded to a bucket size)
@@ -165,8 +167,8 @@ def apgd_targeted(apply_fn: Callable[..., jax.Array], params: Any, x: jax.Array,
 
 
 def pgd(apply_fn: Callable[..., jax.Array], params: Any, x: jax.Array, y: jax.Array, *, eps: Any,
-        norm: str = 'L2', steps: int, step_size: Any, key: jax.Array, eot: int = 1, random_start: bool = True,
-        stochastic: bool = False, return_success: bool = False):
+        norm: str = 'L2', steps: int, step_size: Any, key: jax.Array, eot: int = 1,
+        random_start: bool = True) -> common.AttackResult:
   """PGD on the cross-entropy loss (Madry et al. 2018), L2 or Linf, with a fixed step size.
 
   x_{k+1} = P(x_k + step_size * d(g_k)), with d(g) = g / ||g||_2 (L2) or sign(g) (Linf) and P the projection
@@ -176,7 +178,8 @@ def pgd(apply_fn: Callable[..., jax.Array], params: Any, x: jax.Array, y: jax.Ar
   (clean misclassified inputs are returned unchanged, as in `apgd`).
 
   Args:
-    apply_fn: `apply_fn(params, x) -> logits [B, C]`, or `apply_fn(params, x, rng)` with `stochastic=True`.
+    apply_fn: `apply_fn(params, x, key) -> logits [B, C]`; a deterministic model wrapped with
+      `srjax.models.apply_fn.deterministic(f)`.
     params: the first argument of `apply_fn`.
     x: clean inputs [B, ...] float32 in [0, 1].
     y: true labels [B] int.
@@ -185,13 +188,11 @@ def pgd(apply_fn: Callable[..., jax.Array], params: Any, x: jax.Array, y: jax.Ar
     steps: number of iterations >= 1.
     step_size: step length > 0 (in the norm's units), a number or an array [B].
     key: PRNG key for the random start and the model's draws.
-    eot: gradient draws averaged per iteration; > 1 requires `stochastic=True`.
+    eot: gradient draws averaged per iteration; > 1 is refused for a `deterministic` model.
     random_start: start from a uniform point of the ball instead of x.
-    stochastic: whether `apply_fn` takes a third argument `rng`.
-    return_success: also return the per-example success flags.
 
   Returns:
-    x_adv [B, ...] inside the eps-ball and [0, 1]; with `return_success`, (x_adv, success [B] bool).
+    `AttackResult(x_adv [B, ...] inside the eps-ball and [0, 1], success [B] bool)`.
 
   Raises:
     ValueError: eps < 0, step_size <= 0, an unknown norm, steps < 1, eot < 1 (or > 1 for a deterministic
@@ -200,10 +201,11 @@ def pgd(apply_fn: Callable[..., jax.Array], params: Any, x: jax.Array, y: jax.Ar
   References:
     Madry et al. 2018, Sec. 2-3 (projected gradient descent on the loss, random start).
   """
+  stochastic = takes_key(apply_fn)
   x, y, eps_b = common.validate(x, y, eps, norm, eot, stochastic, apply_fn=apply_fn, steps=steps)
   step_b = common.per_example('step_size', step_size, x.shape[0], positive=True)
   return _pgd(apply_fn, params, x, y, eps_b, step_b, key, norm=norm, steps=steps, eot=eot,
-              random_start=bool(random_start), stochastic=bool(stochastic), return_success=bool(return_success))
+              random_start=bool(random_start), stochastic=bool(stochastic))
 
 
 def checkpoints(steps: int) -> np.ndarray:
@@ -253,7 +255,7 @@ def _evaluator(apply_fn, params, y, target, eot, stochastic, loss):
 
   def one(x, rng):
     def total(xx):
-      logits = apply_fn(params, xx, rng) if stochastic else apply_fn(params, xx)
+      logits = apply_fn(params, xx, rng if stochastic else None)
       logits = logits.astype(jnp.float32)
       values = loss_of(logits, y, target)
       return jnp.sum(values), (values, jax.nn.softmax(logits, axis=-1))
@@ -364,10 +366,8 @@ def _uniform_ball(key, x, eps, norm):
   return x + eps * common.bcast(radius, x) * t
 
 
-@functools.partial(jax.jit, static_argnames=('apply_fn', 'norm', 'steps', 'eot', 'random_start', 'stochastic',
-                                             'return_success'))
-def _pgd(apply_fn, params, x, y, eps, step_size, key, *, norm, steps, eot, random_start, stochastic,
-         return_success):
+@functools.partial(jax.jit, static_argnames=('apply_fn', 'norm', 'steps', 'eot', 'random_start', 'stochastic'))
+def _pgd(apply_fn, params, x, y, eps, step_size, key, *, norm, steps, eot, random_start, stochastic):
   evaluate = _evaluator(apply_fn, params, y, y, eot, stochastic, 'ce')
   eps_b = common.bcast(eps, x)
   step_b = common.bcast(step_size, x)
@@ -383,4 +383,4 @@ def _pgd(apply_fn, params, x, y, eps, step_size, key, *, norm, steps, eot, rando
   probs = common.mean_probs(apply_fn, params, x_last, k_final, eot, stochastic)
   success = (jnp.argmax(probs, -1) != y) | clean_wrong
   x_adv = jnp.where(common.bcast(clean_wrong, x), x, x_last).astype(x.dtype)
-  return (x_adv, success) if return_success else x_adv
+  return common.AttackResult(x_adv, success)

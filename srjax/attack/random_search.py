@@ -23,6 +23,7 @@ import numpy as np
 
 from srjax import checks
 from srjax.attack import common
+from srjax.models.apply_fn import takes_key
 from srjax.attack import losses
 
 # p is halved after each of these iterations of a 10,000-query budget (rescaled to the actual budget), the
@@ -32,7 +33,7 @@ _HALVINGS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
 
 def square(apply_fn: Callable[..., jax.Array], params: Any, x: jax.Array, y: jax.Array, *, eps: Any,
            norm: str = 'Linf', queries: int = 5000, key: jax.Array, p_init: float = 0.8, eot: int = 1,
-           stochastic: bool = False, index: Any = None) -> common.AttackResult:
+           index: Any = None) -> common.AttackResult:
   """Square attack on the margin loss, L2 or Linf, for images [B, H, W, C].
 
   Per example (Andriushchenko et al. 2020, Algorithm 1):
@@ -53,7 +54,8 @@ def square(apply_fn: Callable[..., jax.Array], params: Any, x: jax.Array, y: jax
       lower. An example stops when its margin is <= 0 (fooled).
 
   Args:
-    apply_fn: `apply_fn(params, x) -> logits [B, C]`, or `apply_fn(params, x, rng)` with `stochastic=True`.
+    apply_fn: `apply_fn(params, x, key) -> logits [B, C]`; a deterministic model wrapped with
+      `srjax.models.apply_fn.deterministic(f)`.
     params: the first argument of `apply_fn`.
     x: clean images [B, H, W, C] float in [0, 1], H, W >= 3 for L2.
     y: true labels [B] int.
@@ -63,7 +65,6 @@ def square(apply_fn: Callable[..., jax.Array], params: Any, x: jax.Array, y: jax
     key: PRNG key; example i draws from `fold_in(key, index[i])`.
     p_init: the initial fraction of pixels changed, in (0, 1] (AutoAttack: 0.8).
     eot: for a stochastic model, the margin of the logits averaged over `eot` draws.
-    stochastic: whether `apply_fn` takes `rng`.
     index: None or int [B] per-example stream ids (default arange(B)).
 
   Returns:
@@ -76,6 +77,7 @@ def square(apply_fn: Callable[..., jax.Array], params: Any, x: jax.Array, y: jax
   References:
     Andriushchenko et al. 2020, Algorithms 1-3, Sec. 3.1-3.2 and 4.
   """
+  stochastic = takes_key(apply_fn)
   x, y, eps_b = common.validate(x, y, eps, norm, eot, stochastic, apply_fn=apply_fn, steps=queries, steps_name='queries')
   checks.in_range('p_init', p_init, 0.0, 1.0, low_open=True)
   if x.ndim != 4:

@@ -9,6 +9,10 @@ is accepted too: a mapping without a top-level 'params' key is wrapped as `{'par
 (`apply_fn.as_variables`). So both `srjax.srt(vit.features(model), params, img)` and
 `srjax.srt(vit.features(model), model.init(key, img), img)` work.
 
+The attacks and attributions (`srjax.attack`, `srjax.attribution`) take one model protocol with a key,
+`apply_fn(variables, x, key) -> logits`: a deterministic model is wrapped once with
+`apply_fn.deterministic(f)`, and the NSDE's `srjax.nsde.NSDEApply` takes its noise from the key.
+
 Feature extractors also declare their output stride (`ModuleApply.stride`: the ViT's patch size, the ResNet and
 EfficientNet stage strides), which `srjax.srt` checks the image size against.
 

@@ -1,4 +1,6 @@
-"""A hashable `apply_fn(variables, x)` bound to one method of a linen module (the library's apply_fn protocol).
+"""A hashable `apply_fn(variables, x)` bound to one method of a linen module (the library's apply_fn protocol),
+and `deterministic`, which puts a deterministic model behind the attacks' and attributions' one model protocol
+`apply_fn(variables, x, key) -> logits` (the key is ignored).
 
 Equal instances hash equal, so jitted library functions that take `apply_fn` as a static argument (`srjax.srt`)
 share their compile cache across calls. The convention for the first argument is stated in `srjax.models`.
@@ -6,7 +8,8 @@ share their compile cache across calls. The convention for the first argument is
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping
+import inspect
+from typing import Any, Callable, Mapping
 
 import flax.linen as nn
 import jax
@@ -40,3 +43,42 @@ class ModuleApply:
   def __call__(self, variables: Any, x: jax.Array) -> jax.Array:
     method = getattr(type(self.model), self.method) if self.method else None
     return self.model.apply(as_variables(variables), x, *self.args, method=method, **dict(self.kwargs))
+
+
+@dataclasses.dataclass(frozen=True)
+class Deterministic:
+  """`apply_fn(variables, x, key) = fn(variables, x)`: a deterministic model behind the one model protocol of
+  `srjax.attack` and `srjax.attribution`. The key is ignored (and may be omitted), and the library knows from
+  this wrapper that draws are all equal: EOT and draws > 1 are refused, AutoAttack defaults to 'standard'.
+  Hashable when `fn` is (a `ModuleApply`, a module-level function).
+  """
+  fn: Callable[[Any, jax.Array], jax.Array]
+
+  def __call__(self, variables: Any, x: jax.Array, key: jax.Array | None = None) -> jax.Array:
+    del key
+    return self.fn(variables, x)
+
+
+def deterministic(fn: Callable[[Any, jax.Array], jax.Array]) -> Deterministic:
+  """Wraps a deterministic `fn(variables, x) -> logits` as `apply_fn(variables, x, key)` (see `Deterministic`)."""
+  return Deterministic(fn)
+
+
+def takes_key(apply_fn: Callable[..., jax.Array]) -> bool:
+  """False for a `Deterministic` model, True for any other apply_fn (its draws come from the key)."""
+  return not isinstance(apply_fn, Deterministic)
+
+
+def check_protocol(name: str, apply_fn: Callable[..., Any]) -> None:
+  """Raises TypeError when `apply_fn` visibly takes only (variables, x): the one protocol is
+  `apply_fn(variables, x, key)`, and a deterministic model is wrapped with `deterministic(f)`."""
+  if isinstance(apply_fn, Deterministic):
+    return
+  try:
+    params = list(inspect.signature(apply_fn).parameters.values())
+  except (TypeError, ValueError):
+    return   # no signature to read (a C function): the call itself will say
+  positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+  if len(positional) == 2 and not any(p.kind == p.VAR_POSITIONAL for p in params):
+    raise TypeError(f'{name}: got a function of (variables, x); accepted: apply_fn(variables, x, key) -> logits '
+                    '(wrap a deterministic model once: srjax.models.apply_fn.deterministic(f))')
