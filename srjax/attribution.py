@@ -39,7 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from srjax import checks
-from srjax.models.apply_fn import check_protocol, takes_key
+from srjax.models.apply_fn import check_call, takes_key
 
 METHODS = ('riemann_left', 'riemann_right', 'riemann_middle', 'riemann_trapezoid', 'gausslegendre')
 NT_TYPES = ('smoothgrad', 'smoothgrad_sq', 'vargrad')
@@ -372,16 +372,7 @@ def _noise_map(attributions, *, size, normalize):
 # --- validation -----------------------------------------------------------------------------------------------
 
 def _validate(apply_fn, x, target, baseline):
-  checks.apply_fn('apply_fn', apply_fn, 'a function (params, x, key) -> logits, e.g. '
-                  'srjax.models.apply_fn.deterministic(model.apply)')
-  check_protocol('apply_fn', apply_fn)
-  x = jnp.asarray(x)
-  if x.ndim < 2:
-    checks.fail('x', x, 'a batch [B, ...] with at least 2 dimensions')
-  if x.ndim == 4:  # images: channels last, as every srjax model takes them
-    checks.image_batch('x', x)
-  if not jnp.issubdtype(x.dtype, jnp.floating):
-    checks.fail('x', x.dtype, 'a floating-point array', error=TypeError)
+  x = check_call(apply_fn, x)   # shared with srjax.attack
   target = jnp.asarray(target)
   if not jnp.issubdtype(target.dtype, jnp.integer) or target.shape not in ((), (x.shape[0],)):
     checks.fail('target', target, f'an int or integer class indices of shape ({x.shape[0]},)')

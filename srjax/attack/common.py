@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from srjax import checks
-from srjax.models.apply_fn import check_protocol, takes_key
+from srjax.models.apply_fn import check_call, takes_key
 from srjax.attack import losses
 
 NORMS = ('L2', 'Linf')
@@ -39,16 +39,12 @@ class AttackResult(NamedTuple):
   success: jax.Array
 
 
-def validate(x, y, eps, norm, eot, stochastic, *, apply_fn=None, steps=None, steps_name='steps'):
+def validate(x, y, eps, norm, eot, stochastic, *, apply_fn, steps=None, steps_name='steps'):
   """Checks the arguments every attack shares; returns (x, y int32, eps [B] float32).
 
-  `apply_fn` must be a function, not a Flax module; a 4-D `x` must be channels-last images [B, H, W, C] (any
-  other rank, e.g. [B, D] features, is taken as it is).
+  The model and batch checks are `srjax.models.apply_fn.check_call` (shared with `srjax.attribution`).
   """
-  if apply_fn is not None:
-    checks.apply_fn('apply_fn', apply_fn, 'a function (params, x, key) -> logits, e.g. '
-                    'srjax.models.apply_fn.deterministic(model.apply)')
-    check_protocol('apply_fn', apply_fn)
+  x = check_call(apply_fn, x)
   checks.one_of('norm', norm, NORMS)
   if steps is not None:
     checks.integer(steps_name, steps, 1)
@@ -56,14 +52,7 @@ def validate(x, y, eps, norm, eot, stochastic, *, apply_fn=None, steps=None, ste
   if eot > 1 and not stochastic:
     checks.fail('eot', eot, '1 for a deterministic model (srjax.models.apply_fn.deterministic): its draws are '
                 'all equal')
-  x = jnp.asarray(x)
   y = jnp.asarray(y)
-  if x.ndim < 2:
-    checks.fail('x', x, 'a batch [B, ...] with at least 2 dimensions')
-  if x.ndim == 4:
-    checks.image_batch('x', x)
-  if not jnp.issubdtype(x.dtype, jnp.floating):
-    checks.fail('x', x.dtype, 'a floating-point array', error=TypeError)
   if y.shape != (x.shape[0],) or not jnp.issubdtype(y.dtype, jnp.integer):
     checks.fail('y', y, f'integer labels of shape ({x.shape[0]},)')
   if not isinstance(x, jax.core.Tracer):

@@ -13,6 +13,9 @@ from typing import Any, Callable, Mapping
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
+
+from srjax import checks
 
 
 def as_variables(variables: Any) -> Any:
@@ -82,3 +85,30 @@ def check_protocol(name: str, apply_fn: Callable[..., Any]) -> None:
   if len(positional) == 2 and not any(p.kind == p.VAR_POSITIONAL for p in params):
     raise TypeError(f'{name}: got a function of (variables, x); accepted: apply_fn(variables, x, key) -> logits '
                     '(wrap a deterministic model once: srjax.models.apply_fn.deterministic(f))')
+
+
+def check_call(apply_fn: Callable[..., Any], x: Any) -> jax.Array:
+  """The checks every attack and attribution makes of its model and batch (one helper for both packages).
+
+  `apply_fn` must be a function of (variables, x, key), not a Flax module or an unwrapped (variables, x)
+  function; `x` a floating-point batch [B, ...] with at least 2 dimensions, channels-last when it is 4-D images
+  [B, H, W, C] (any other rank, e.g. [B, D] features, is taken as it is).
+
+  Returns:
+    x as a jax array.
+
+  Raises:
+    TypeError: a module, an unwrapped (variables, x) function, or an integer x.
+    ValueError: x with fewer than 2 dimensions, or a channels-first image batch.
+  """
+  checks.apply_fn('apply_fn', apply_fn, 'a function (params, x, key) -> logits, e.g. '
+                  'srjax.models.apply_fn.deterministic(model.apply)')
+  check_protocol('apply_fn', apply_fn)
+  x = jnp.asarray(x)
+  if x.ndim < 2:
+    checks.fail('x', x, 'a batch [B, ...] with at least 2 dimensions')
+  if x.ndim == 4:   # images: channels last, as every srjax model takes them
+    checks.image_batch('x', x)
+  if not jnp.issubdtype(x.dtype, jnp.floating):
+    checks.fail('x', x.dtype, 'a floating-point array', error=TypeError)
+  return x
