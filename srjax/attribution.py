@@ -121,10 +121,9 @@ def integrated_gradients(apply_fn: Callable[..., jax.Array], params: Any, x: jax
     Sundararajan et al. 2017, Eq. 1 (IG) and Sec. 3 (Riemann approximation); Captum's quadrature rules.
   """
   x, target, baseline = _validate(apply_fn, x, target, baseline)
-  stochastic = takes_key(apply_fn)
-  chunk = _validate_model(steps, method, chunk, stochastic, key, draws)
+  chunk = _validate_model(steps, method, chunk, apply_fn, key, draws)
   return _integrated_gradients(apply_fn, params, x, target, baseline, _key_or_dummy(key), _path(method, steps, chunk),
-                               stochastic=bool(stochastic), draws=draws)
+                               draws=draws)
 
 
 def noise_tunnel(apply_fn: Callable[..., jax.Array], params: Any, x: jax.Array, target: Any, *, key: jax.Array,
@@ -167,11 +166,10 @@ def noise_tunnel(apply_fn: Callable[..., jax.Array], params: Any, x: jax.Array, 
   checks.integer('n_samples', n_samples, 1)
   checks.in_range('stdev', stdev, 0.0)
   x, target, baseline = _validate(apply_fn, x, target, baseline)
-  stochastic = takes_key(apply_fn)
-  chunk = _validate_model(steps, method, chunk, stochastic, model_key, draws)
+  chunk = _validate_model(steps, method, chunk, apply_fn, model_key, draws)
   mean, mean_sq = _noise_tunnel(apply_fn, params, x, target, baseline, key, _key_or_dummy(model_key),
                                 jnp.float32(stdev), _path(method, steps, chunk), n_samples=n_samples,
-                                attribution=attribution, stochastic=bool(stochastic), draws=draws)
+                                attribution=attribution, draws=draws)
   if nt_type == 'smoothgrad':
     out = mean
   elif nt_type == 'smoothgrad_sq':
@@ -245,11 +243,10 @@ def stability(apply_fn: Callable[..., jax.Array], params: Any, x: jax.Array, tar
   checks.integer('tunnel_samples', tunnel_samples, 0)
   checks.in_range('tunnel_stdev', tunnel_stdev, 0.0)
   x, target, baseline = _validate(apply_fn, x, target, baseline)
-  stochastic = takes_key(apply_fn)
-  chunk = _validate_model(steps, method, chunk, stochastic, model_key, draws)
+  chunk = _validate_model(steps, method, chunk, apply_fn, model_key, draws)
   rel, rel_max, log_abs = _stability(apply_fn, params, x, target, baseline, key, _key_or_dummy(model_key),
                                      jnp.float32(radius), _path(method, steps, chunk), jnp.float32(tunnel_stdev),
-                                     n_samples=n_samples, stochastic=bool(stochastic), draws=draws,
+                                     n_samples=n_samples, draws=draws,
                                      tunnel_samples=tunnel_samples)
   return Stability(rel, rel_max, log_abs)
 
@@ -306,12 +303,11 @@ def abc(apply_fn: Callable[..., jax.Array], params: Any, x: jax.Array, *, key: j
   checks.in_range('fraction', fraction, 0.0, 1.0, low_open=True)
   checks.integer('sample_chunk', sample_chunk, 1)
   x, _, baseline = _validate(apply_fn, x, 0, baseline)
-  stochastic = takes_key(apply_fn)
-  chunk = _validate_model(steps, method, chunk, stochastic, key, draws)
+  chunk = _validate_model(steps, method, chunk, apply_fn, key, draws)
   dim = int(np.prod(x.shape[1:]))
   n_mutate = max(1, int(round(fraction * dim)))
   score, label = _abc(apply_fn, params, x, baseline, key, _path(method, steps, chunk), n_samples=n_samples,
-                      n_mutate=n_mutate, sample_chunk=min(sample_chunk, n_samples), stochastic=bool(stochastic),
+                      n_mutate=n_mutate, sample_chunk=min(sample_chunk, n_samples),
                       draws=draws)
   return ABC(score, label)
 
@@ -388,7 +384,8 @@ def _validate(apply_fn, x, target, baseline):
   return x, target, baseline
 
 
-def _validate_model(steps, method, chunk, stochastic, key, draws):
+def _validate_model(steps, method, chunk, apply_fn, key, draws):
+  stochastic = takes_key(apply_fn)
   quadrature(method, steps)  # validates method and steps
   checks.integer('draws', draws, 1)
   if draws > 1 and not stochastic:
@@ -409,8 +406,9 @@ def _key_or_dummy(key):
 
 # --- compiled cores -------------------------------------------------------------------------------------------
 
-def _score_grad(apply_fn, params, target, keys, stochastic):
-  """x -> d/dx sum_b F_target_b(x_b), averaged over the model realisations `keys` (stochastic only)."""
+def _score_grad(apply_fn, params, target, keys):
+  """x -> d/dx sum_b F_target_b(x_b), averaged over the model realisations `keys` (None: a deterministic model)."""
+  stochastic = keys is not None
 
   def total(xx, rng):
     scores = apply_fn(params, xx, rng if stochastic else None)
@@ -436,8 +434,8 @@ def _path(method, steps, chunk):
   return jnp.asarray(alphas), jnp.asarray(weights)
 
 
-def _ig_core(apply_fn, params, x, target, baseline, keys, path, *, stochastic):
-  grad = _score_grad(apply_fn, params, target, keys, stochastic)
+def _ig_core(apply_fn, params, x, target, baseline, keys, path):
+  grad = _score_grad(apply_fn, params, target, keys)
   diff = x - baseline
 
   def body(acc, aw):
@@ -449,32 +447,31 @@ def _ig_core(apply_fn, params, x, target, baseline, keys, path, *, stochastic):
   return (diff * total).astype(x.dtype)
 
 
-def _model_keys(key, draws, stochastic):
-  return jax.random.split(key, draws) if stochastic else None
+def _model_keys(key, draws, apply_fn):
+  """`draws` keys of the model's realisations, or None for a deterministic model."""
+  return jax.random.split(key, draws) if takes_key(apply_fn) else None
 
 
-@functools.partial(jax.jit, static_argnames=('apply_fn', 'stochastic', 'draws'))
-def _integrated_gradients(apply_fn, params, x, target, baseline, key, path, *, stochastic, draws):
-  return _ig_core(apply_fn, params, x, target, baseline, _model_keys(key, draws, stochastic), path,
-                  stochastic=stochastic)
+@functools.partial(jax.jit, static_argnames=('apply_fn', 'draws'))
+def _integrated_gradients(apply_fn, params, x, target, baseline, key, path, *, draws):
+  return _ig_core(apply_fn, params, x, target, baseline, _model_keys(key, draws, apply_fn), path)
 
 
-def _attribute(apply_fn, params, x, target, baseline, keys, path, *, attribution, stochastic):
+def _attribute(apply_fn, params, x, target, baseline, keys, path, *, attribution):
   if attribution == 'gradient':
-    return _score_grad(apply_fn, params, target, keys, stochastic)(x).astype(x.dtype)
-  return _ig_core(apply_fn, params, x, target, baseline, keys, path, stochastic=stochastic)
+    return _score_grad(apply_fn, params, target, keys)(x).astype(x.dtype)
+  return _ig_core(apply_fn, params, x, target, baseline, keys, path)
 
 
-@functools.partial(jax.jit, static_argnames=('apply_fn', 'n_samples', 'attribution', 'stochastic', 'draws'))
+@functools.partial(jax.jit, static_argnames=('apply_fn', 'n_samples', 'attribution', 'draws'))
 def _noise_tunnel(apply_fn, params, x, target, baseline, key, model_key, stdev, path, *, n_samples, attribution,
-                  stochastic, draws):
-  keys = _model_keys(model_key, draws, stochastic)
+                  draws):
+  keys = _model_keys(model_key, draws, apply_fn)
 
   def body(carry, s):
     total, total_sq = carry
     noisy = x + stdev * jax.random.normal(jax.random.fold_in(key, s), x.shape, x.dtype)
-    a = _attribute(apply_fn, params, noisy, target, baseline, keys, path, attribution=attribution,
-                   stochastic=stochastic).astype(jnp.float32)
+    a = _attribute(apply_fn, params, noisy, target, baseline, keys, path, attribution=attribution).astype(jnp.float32)
     return (total + a, total_sq + a * a), None
 
   zeros = jnp.zeros(x.shape, jnp.float32)
@@ -490,12 +487,11 @@ def _flat_norms(v):
 TUNNEL_STREAM = 0x7FFFFFFF   # fold_in(key, TUNNEL_STREAM): the noise tunnel's stream in `stability`
 
 
-@functools.partial(jax.jit, static_argnames=('apply_fn', 'n_samples', 'stochastic', 'draws', 'tunnel_samples'))
+@functools.partial(jax.jit, static_argnames=('apply_fn', 'n_samples', 'draws', 'tunnel_samples'))
 def _stability(apply_fn, params, x, target, baseline, key, model_key, radius, path, tunnel_stdev, *, n_samples,
-               stochastic, draws, tunnel_samples):
-  keys = _model_keys(model_key, draws, stochastic)
-  plain = functools.partial(_ig_core, apply_fn, params, target=target, baseline=baseline, keys=keys, path=path,
-                            stochastic=stochastic)
+               draws, tunnel_samples):
+  keys = _model_keys(model_key, draws, apply_fn)
+  plain = functools.partial(_ig_core, apply_fn, params, target=target, baseline=baseline, keys=keys, path=path)
   k_tunnel = jax.random.fold_in(key, TUNNEL_STREAM)
 
   def ig(x):
@@ -525,21 +521,19 @@ def _stability(apply_fn, params, x, target, baseline, key, model_key, radius, pa
   return rel_sum / n_samples, rel_max, jnp.log(abs_sum / n_samples + _TINY)
 
 
-def _predict_labels(apply_fn, params, x, keys, stochastic):
-  if not stochastic:
+def _predict_labels(apply_fn, params, x, keys):
+  if keys is None:
     return jnp.argmax(apply_fn(params, x, None), axis=-1).astype(jnp.int32)
   probs = jax.vmap(lambda k: jax.nn.softmax(apply_fn(params, x, k).astype(jnp.float32), axis=-1))(keys)
   return jnp.argmax(probs.mean(0), axis=-1).astype(jnp.int32)
 
 
-@functools.partial(jax.jit, static_argnames=('apply_fn', 'n_samples', 'n_mutate', 'sample_chunk', 'stochastic',
-                                             'draws'))
-def _abc(apply_fn, params, x, baseline, key, path, *, n_samples, n_mutate, sample_chunk, stochastic, draws):
+@functools.partial(jax.jit, static_argnames=('apply_fn', 'n_samples', 'n_mutate', 'sample_chunk', 'draws'))
+def _abc(apply_fn, params, x, baseline, key, path, *, n_samples, n_mutate, sample_chunk, draws):
   k_attr, k_label, k_mutate, k_predict = jax.random.split(key, 4)
   batch = x.shape[0]
-  label = _predict_labels(apply_fn, params, x, _model_keys(k_label, draws, stochastic), stochastic)
-  attr = _ig_core(apply_fn, params, x, label, baseline, _model_keys(k_attr, draws, stochastic), path,
-                  stochastic=stochastic)
+  label = _predict_labels(apply_fn, params, x, _model_keys(k_label, draws, apply_fn))
+  attr = _ig_core(apply_fn, params, x, label, baseline, _model_keys(k_attr, draws, apply_fn), path)
   flat_x = x.reshape(batch, -1)
   flat_b = baseline.reshape(batch, -1)
   diff = flat_x - flat_b
@@ -554,8 +548,8 @@ def _abc(apply_fn, params, x, baseline, key, path, *, n_samples, n_mutate, sampl
     idx = jax.random.categorical(jax.random.fold_in(k_mutate, s), log_p, axis=-1, shape=(n_mutate, batch))
     mask = jnp.zeros(flat_x.shape, bool).at[jnp.arange(batch)[None, :], idx].set(True)
     mutated = jnp.where(mask, flat_b, flat_x).reshape(x.shape)
-    keys = _model_keys(jax.random.fold_in(k_predict, s), draws, stochastic)
-    return _predict_labels(apply_fn, params, mutated, keys, stochastic) == label
+    keys = _model_keys(jax.random.fold_in(k_predict, s), draws, apply_fn)
+    return _predict_labels(apply_fn, params, mutated, keys) == label
 
   n_chunks = -(-n_samples // sample_chunk)
   ids = jnp.arange(n_chunks * sample_chunk).reshape(n_chunks, sample_chunk)

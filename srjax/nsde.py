@@ -211,6 +211,7 @@ class ScanEuler:
 
 
 NOISES = (Brownian, Smoothed, AttributionShaped)
+KINDS = ('nsde', 'convnext')   # a config's model.kind: with an SDE, or the plain ConvNeXt (`from_config`)
 PATHS = (Folded, VirtualTree)
 SOLVERS = (DiffraxEuler, ScanEuler)
 
@@ -257,7 +258,7 @@ def from_config(model_config: Any) -> SDE | None:
     ValueError: an unknown name in one of those fields (named as `model.<field>`), sigma < 0 or smoothing <= 0.
   """
   m = model_config
-  if checks.one_of('model.kind', m.kind, ('nsde', 'convnext')) == 'convnext':
+  if checks.one_of('model.kind', m.kind, KINDS) == 'convnext':
     return None
   noise = {'brownian': Brownian, 'smoothed': lambda: Smoothed(float(m.smoothing)), 'attribution': AttributionShaped}
   paths = {'folded': Folded, 'tree': VirtualTree}
@@ -332,6 +333,11 @@ def scan_solve(drift: Callable, diag: jax.Array, control: diffrax.AbstractPath, 
   return jax.lax.scan(step, y0, jnp.arange(depth))[0]
 
 
+def _check_sde(sde: Any) -> None:
+  if sde is not None and not isinstance(sde, SDE):
+    checks.fail('sde', sde, 'srjax.nsde.SDE(sigma, noise, path, solver) or None (the ConvNeXt)', error=TypeError)
+
+
 def apply(model: ConvNeXt, variables: Any, x: jax.Array, key: jax.Array, *, sde: SDE | None,
           noise_map: jax.Array | None = None, train: bool = False) -> jax.Array:
   """Logits of the NSDE ConvNeXt for one noise draw (of the plain ConvNeXt when `sde` is None).
@@ -360,8 +366,7 @@ def apply(model: ConvNeXt, variables: Any, x: jax.Array, key: jax.Array, *, sde:
   References:
     Liu et al. 2019 (Neural SDE), Sec. 3; arXiv 2409.01532, Sec. 2.
   """
-  if sde is not None and not isinstance(sde, SDE):
-    checks.fail('sde', sde, 'srjax.nsde.SDE(sigma, noise, path, solver) or None (the ConvNeXt)', error=TypeError)
+  _check_sde(sde)
   p = variables['params']
   checks.image_batch('x', x, channels=_input_channels(p))
   model.check_input(x.shape)
@@ -401,9 +406,7 @@ class NSDEApply:
   train: bool = False
 
   def __post_init__(self):
-    if self.sde is not None and not isinstance(self.sde, SDE):
-      checks.fail('sde', self.sde, 'srjax.nsde.SDE(sigma, noise, path, solver) or None (the ConvNeXt)',
-                  error=TypeError)
+    _check_sde(self.sde)
 
   def __call__(self, variables: Any, x: jax.Array, key: jax.Array, noise_map: jax.Array | None = None):
     return apply(self.model, variables, x, key, sde=self.sde, noise_map=noise_map, train=self.train)

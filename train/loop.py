@@ -208,19 +208,19 @@ def _mean_metrics(records: list[dict[str, Any]]) -> dict[str, float]:
   return {k: float(np.sum([float(r[k]) * w for r, w in zip(records, weights)]) / total) for k in keys}
 
 
-def _evaluate_batches(eval_step: Callable, state: TrainState, batches: Iterable[Batch],
+def _evaluate_batches(eval_step: Callable, params: Params, model_state: ModelState, batches: Iterable[Batch],
                       data_sharding: NamedSharding) -> dict[str, float]:
-  records = [jax.device_get(eval_step(state.params, state.model_state, shard_batch(b, data_sharding)))
-             for b in batches]
+  records = [jax.device_get(eval_step(params, model_state, shard_batch(b, data_sharding))) for b in batches]
   return _mean_metrics(records) if records else {}
 
 
-def evaluate(evaluate_fn: Callable, state: TrainState, batches: Iterable[Batch]) -> dict[str, float]:
-  """The loop's evaluation of `state` on other batches (e.g. a test split after training).
+def evaluate(evaluate_fn: Callable, params: Params, model_state: ModelState,
+             batches: Iterable[Batch]) -> dict[str, float]:
+  """The loop's evaluation on other batches (e.g. a test split after training).
 
   Args:
     evaluate_fn: a `Task.evaluate`, (params, model_state, batch) -> metrics with an optional 'weight'.
-    state: the `TrainState` (e.g. the one `run` returns).
+    params, model_state: the state to evaluate (e.g. of the `TrainState` that `run` returns).
     batches: this process's host batches (`train.batches.eval_batches`: padded, with a mask).
 
   Returns:
@@ -228,10 +228,10 @@ def evaluate(evaluate_fn: Callable, state: TrainState, batches: Iterable[Batch])
   """
   mesh = make_mesh()
   data_sharding = NamedSharding(mesh, P('data'))
-  eval_step = jax.jit(evaluate_fn, in_shardings=(NamedSharding(mesh, P()), NamedSharding(mesh, P()), data_sharding),
-                      out_shardings=NamedSharding(mesh, P()))
-  state = jax.device_put(state, NamedSharding(mesh, P()))
-  return _evaluate_batches(eval_step, state, batches, data_sharding)
+  replicated = NamedSharding(mesh, P())
+  eval_step = jax.jit(evaluate_fn, in_shardings=(replicated, replicated, data_sharding), out_shardings=replicated)
+  params, model_state = jax.device_put((params, model_state), replicated)
+  return _evaluate_batches(eval_step, params, model_state, batches, data_sharding)
 
 
 def run(config: ml_collections.ConfigDict, workdir: str, task: Task) -> TrainState:
@@ -271,8 +271,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, task: Task) -> TrainSta
   def evaluate(step: int) -> None:
     if eval_step is None:
       return
-    means = _evaluate_batches(eval_step, state, task.eval_batches(jax.process_index(), jax.process_count()),
-                              data_sharding)
+    means = _evaluate_batches(eval_step, state.params, state.model_state,
+                              task.eval_batches(jax.process_index(), jax.process_count()), data_sharding)
     if means:
       writer.write({'step': step, 'split': 'eval', **means})
 

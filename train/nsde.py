@@ -35,7 +35,7 @@ from train import metrics as metrics_file
 from train.batches import eval_batches, labelled_batches, masked_metrics
 from train.optim import make_optimizer
 
-KINDS = ('nsde', 'convnext')
+KINDS = nsde.KINDS
 TEST_FILE = 'test_metrics.json'
 
 
@@ -189,11 +189,30 @@ def test_metrics(trained: Trained) -> dict[str, float]:
   loop's evaluation (`loop.evaluate`, the validation's `make_evaluate`) on padded, masked batches of
   config.eval_batch_size."""
   config = trained.config
-  state = loop.TrainState(step=jnp.asarray(trained.step, jnp.int32), params=trained.variables['params'],
-                          opt_state=(), model_state={})
   batches = eval_batches(trained.test_set, int(config.eval_batch_size), jax.process_index(), jax.process_count())
-  means = loop.evaluate(make_evaluate(trained.predict, int(config.seed)), state, batches)
+  means = loop.evaluate(make_evaluate(trained.predict, int(config.seed)), trained.variables['params'], {}, batches)
   return {'accuracy': means['accuracy'], 'loss': means['loss'], 'examples': len(trained.test_set)}
+
+
+def _train_and_test(config: ml_collections.ConfigDict, workdir: str) -> tuple[Trained, dict[str, Any]]:
+  start = time.perf_counter()
+  state = loop.run(config, workdir, build_task(config))
+  seconds = time.perf_counter() - start
+  trained = _trained(config, jax.device_get(state.params), int(state.step))
+  path = os.path.join(workdir, TEST_FILE)
+  if os.path.exists(path):
+    with open(path) as f:
+      previous = json.load(f)
+    if previous.get('step') == trained.step:
+      return trained, previous
+  record = {'step': trained.step, 'split': 'test', **test_metrics(trained), 'train_seconds': seconds}
+  if jax.process_index() == 0:
+    metrics_file.MetricsWriter(workdir, trained.step).write(record)
+    tmp = path + '.tmp'
+    with open(tmp, 'w') as f:
+      json.dump(record, f, indent=2)
+    os.replace(tmp, path)
+  return trained, record
 
 
 def train(config: ml_collections.ConfigDict, workdir: str) -> Trained:
@@ -205,33 +224,14 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> Trained:
   Returns:
     The trained run.
   """
-  start = time.perf_counter()
-  state = loop.run(config, workdir, build_task(config))
-  seconds = time.perf_counter() - start
-  trained = _trained(config, jax.device_get(state.params), int(state.step))
-  path = os.path.join(workdir, TEST_FILE)
-  if os.path.exists(path):
-    with open(path) as f:
-      previous = json.load(f)
-    if previous.get('step') == trained.step:
-      return trained
-  record = {'step': trained.step, 'split': 'test', **test_metrics(trained), 'train_seconds': seconds}
-  if jax.process_index() == 0:
-    metrics_file.MetricsWriter(workdir, trained.step).write(record)
-    tmp = path + '.tmp'
-    with open(tmp, 'w') as f:
-      json.dump(record, f, indent=2)
-    os.replace(tmp, path)
-  return trained
+  return _train_and_test(config, workdir)[0]
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> str:
   """`train`, then the command line's summary line (test accuracy and loss, wall time, where the files are)."""
   start = time.perf_counter()
-  trained = train(config, workdir)
+  trained, record = _train_and_test(config, workdir)
   seconds = time.perf_counter() - start
-  with open(os.path.join(workdir, TEST_FILE)) as f:
-    record = json.load(f)
   return (f'train.nsde {config.model.kind} ({config.model.variant}): test accuracy {record["accuracy"]:.4f}, '
           f'test loss {record["loss"]:.4f} on {record["examples"]} examples at step {trained.step}; wall '
           f'{seconds:.0f} s; checkpoints {os.path.join(workdir, "checkpoints")}, metrics '

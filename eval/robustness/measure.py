@@ -3,6 +3,7 @@ per-example numbers), the `Evaluator` that computes them for one model, and the 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 import zlib
 from typing import Any, Callable, Sequence
@@ -142,7 +143,8 @@ class Evaluator:
     def fn(xb, tb, kb):
       st = attribution.stability(self.apply_fn, self.variables, jnp.asarray(xb), jnp.asarray(tb), key=kb,
                                  radius=self.s.stability_radius, n_samples=self.s.stability_samples,
-                                 steps=self.s.ig_steps, method=self.s.ig_method, chunk=self.s.ig_chunk, model_key=k_model, draws=self.draws,
+                                 steps=self.s.ig_steps, method=self.s.ig_method, chunk=self.s.ig_chunk,
+                                 model_key=k_model, draws=self.draws,
                                  tunnel_samples=self.s.tunnel_samples if tunnel else 0,
                                  tunnel_stdev=self.s.tunnel_stdev)
       return st.relative_l2, st.max_sensitivity, st.log_abs_change
@@ -184,8 +186,10 @@ class Measurement:
   level: float | None = None
 
 
-def plan(settings: Settings) -> list[Measurement]:
-  """Every measurement these settings define, in the order they run (stability needs the clean predictions)."""
+@functools.lru_cache(maxsize=None)
+def plan(settings: Settings) -> tuple[Measurement, ...]:
+  """Every measurement these settings define, in the order they run (stability needs the clean predictions).
+  Built once per settings (`row_name` looks names up in it)."""
   out = [Measurement('clean', 'clean', lambda ev, key, ctx: ev.clean(key))]
   out += [Measurement(f'noise={v:g}', 'noise', lambda ev, key, ctx, v=v: ev.noise(v, key), level=v)
           for v in settings.noise]
@@ -204,7 +208,7 @@ def plan(settings: Settings) -> list[Measurement]:
           Measurement('stability-tunnel', 'stability_tunnel',
                       lambda ev, key, ctx: ev.stability(key, ctx['clean_pred'], True)),
           Measurement('abc', 'abc', lambda ev, key, ctx: ev.abc(key))]
-  return out
+  return tuple(out)
 
 
 def row_name(settings: Settings, group: str, norm: str | None = None, level: float | None = None) -> str:

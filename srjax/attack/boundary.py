@@ -82,8 +82,7 @@ def fab(apply_fn: Callable[..., jax.Array], params: Any, x: jax.Array, y: jax.Ar
   References:
     Croce & Hein, ICML 2020 (FAB), Algorithm 1, Eqs. 8-9, Sec. 3.1-3.3.
   """
-  stochastic = takes_key(apply_fn)
-  x, y, eps_b = common.validate(x, y, eps, norm, eot, stochastic, apply_fn=apply_fn, steps=steps)
+  x, y, eps_b = common.validate(x, y, eps, norm, eot, apply_fn=apply_fn, steps=steps)
   checks.integer('n_targets', n_targets, 1)
   checks.in_range('alpha_max', alpha_max, 0.0, 1.0)
   checks.in_range('eta', eta, 1.0)
@@ -100,7 +99,7 @@ def fab(apply_fn: Callable[..., jax.Array], params: Any, x: jax.Array, y: jax.Ar
   for j in range(k):  # k <= 9 compiled runs, each on the points not yet fooled within eps
     def run(xs, ys, ts, j=j):
       return fab_run(apply_fn, params, xs, ys, ts, jax.random.fold_in(k_run, j), hyper, norm=norm, steps=steps,
-                     eot=eot, stochastic=bool(stochastic))
+                     eot=eot)
     active = ~(distance <= eps_np)
     idx, out = common.on_subset(run, active, x, y, jnp.asarray(targets[:, j]))
     if out is None:
@@ -167,11 +166,12 @@ def hyperplane_step(w: jax.Array, c: jax.Array, lower: jax.Array, upper: jax.Arr
   return d.reshape(shape)
 
 
-@functools.partial(jax.jit, static_argnames=('apply_fn', 'norm', 'steps', 'eot', 'stochastic'))
-def fab_run(apply_fn, params, x, y, target, key, hyper, *, norm, steps, eot, stochastic):
+@functools.partial(jax.jit, static_argnames=('apply_fn', 'norm', 'steps', 'eot'))
+def fab_run(apply_fn, params, x, y, target, key, hyper, *, norm, steps, eot):
   """FAB-T's compiled core for one target per example (no checks; call `fab`). Returns (x_min, distance [B])."""
   alpha_max, eta, beta = hyper[0], hyper[1], hyper[2]
   bc = common.bcast
+  stochastic = takes_key(apply_fn)
 
   def boundary(z, rng):
     def diff(zz, r):
@@ -186,7 +186,7 @@ def fab_run(apply_fn, params, x, y, target, key, hyper, *, norm, steps, eot, sto
     return f.mean(0), g.mean(0)
 
   def fooled(z, rng):
-    return jnp.argmax(common.mean_probs(apply_fn, params, z, rng, eot, stochastic), -1) != y
+    return jnp.argmax(common.mean_probs(apply_fn, params, z, rng, eot), -1) != y
 
   def body(s, i):
     xk, x_best, best = s

@@ -39,7 +39,7 @@ class AttackResult(NamedTuple):
   success: jax.Array
 
 
-def validate(x, y, eps, norm, eot, stochastic, *, apply_fn, steps=None, steps_name='steps'):
+def validate(x, y, eps, norm, eot, *, apply_fn, steps=None, steps_name='steps'):
   """Checks the arguments every attack shares; returns (x, y int32, eps [B] float32).
 
   The model and batch checks are `srjax.models.apply_fn.check_call` (shared with `srjax.attribution`).
@@ -49,7 +49,7 @@ def validate(x, y, eps, norm, eot, stochastic, *, apply_fn, steps=None, steps_na
   if steps is not None:
     checks.integer(steps_name, steps, 1)
   checks.integer('eot', eot, 1)
-  if eot > 1 and not stochastic:
+  if eot > 1 and not takes_key(apply_fn):
     checks.fail('eot', eot, '1 for a deterministic model (srjax.models.apply_fn.deterministic): its draws are '
                 'all equal')
   y = jnp.asarray(y)
@@ -139,17 +139,17 @@ def inside(x_adv, x, eps, norm, rtol=1e-5):
   return (dist <= eps * (1.0 + rtol) + 1e-7) & in_box
 
 
-def mean_logits(apply_fn, params, x, key, eot, stochastic):
+def mean_logits(apply_fn, params, x, key, eot):
   """Logits [B, C] of a deterministic model, or their mean over `eot` draws `split(key, eot)`."""
-  if not stochastic:
+  if not takes_key(apply_fn):
     return apply_fn(params, x, None).astype(jnp.float32)
   draws = jax.vmap(lambda r: apply_fn(params, x, r).astype(jnp.float32))(jax.random.split(key, eot))
   return draws.mean(0)
 
 
-def mean_probs(apply_fn, params, x, key, eot, stochastic):
+def mean_probs(apply_fn, params, x, key, eot):
   """Softmax [B, C] of a deterministic model, or the mean softmax over `eot` draws."""
-  if not stochastic:
+  if not takes_key(apply_fn):
     return jax.nn.softmax(apply_fn(params, x, None).astype(jnp.float32), axis=-1)
   draws = jax.vmap(lambda r: jax.nn.softmax(apply_fn(params, x, r).astype(jnp.float32), -1))(
       jax.random.split(key, eot))
@@ -159,7 +159,7 @@ def mean_probs(apply_fn, params, x, key, eot, stochastic):
 @functools.partial(jax.jit, static_argnames=('apply_fn', 'eot'))
 def predict(apply_fn: Callable[..., jax.Array], params: Any, x: jax.Array, key: jax.Array, *, eot: int) -> jax.Array:
   """The attacks' prediction: softmax [B, C] (averaged over `eot` draws for a model that takes a key), compiled."""
-  return mean_probs(apply_fn, params, x, key, eot, takes_key(apply_fn))
+  return mean_probs(apply_fn, params, x, key, eot)
 
 
 def bucket(n: int, batch: int) -> int:

@@ -126,7 +126,7 @@ def autoattack(apply_fn: Callable[..., jax.Array], params: Any, x: jax.Array, y:
     names = STANDARD if version == 'standard' else RAND
   if eot is None:
     eot = RAND_EOT if (stochastic and version == 'rand') else 1
-  x, y, eps_b = common.validate(x, y, eps, norm, eot, stochastic, apply_fn=apply_fn, steps=steps)
+  x, y, eps_b = common.validate(x, y, eps, norm, eot, apply_fn=apply_fn, steps=steps)
   checks.integer('queries', queries, 1)
   checks.integer('n_targets', n_targets, 1)
   classes = common.num_classes(apply_fn, params, x)
@@ -181,8 +181,7 @@ def _run_one(name, apply_fn, params, x, y, eps, ids, key, *, norm, steps, querie
   """One attack of the ensemble on a (padded) sub-batch; returns its x_adv."""
   if name in ('apgd-ce', 'apgd-dlr'):
     x_adv, _ = gradient.apgd_run(apply_fn, params, x, y, y, eps, key, ids, jnp.float32(0.75), norm=norm,
-                                 steps=steps, eot=eot, stochastic=takes_key(apply_fn), loss=name[5:],
-                                 per_example=True)
+                                 steps=steps, eot=eot, loss=name[5:], per_example=True)
     return x_adv
   if name == 'apgd-t':
     return gradient.apgd_targeted(apply_fn, params, x, y, eps=eps, norm=norm, steps=steps, key=key,

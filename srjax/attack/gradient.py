@@ -103,8 +103,7 @@ def apgd(apply_fn: Callable[..., jax.Array], params: Any, x: jax.Array, y: jax.A
   References:
     Croce & Hein 2020, Sec. 3 and Algorithm 1 (conditions 1-2 of the step-size rule, Sec. 3.1); Eq. 5 (DLR).
   """
-  stochastic = takes_key(apply_fn)
-  x, y, eps_b = common.validate(x, y, eps, norm, eot, stochastic, apply_fn=apply_fn, steps=steps)
+  x, y, eps_b = common.validate(x, y, eps, norm, eot, apply_fn=apply_fn, steps=steps)
   checks.in_range('rho', rho, 0.0, 1.0, low_open=True, high_open=True)
   checks.one_of('loss', loss, LOSSES)
   if loss == 'dlr':
@@ -112,7 +111,7 @@ def apgd(apply_fn: Callable[..., jax.Array], params: Any, x: jax.Array, y: jax.A
   per_example = index is not None
   ids = common.example_index(index, x.shape[0])
   out = apgd_run(apply_fn, params, x, y, y, eps_b, key, ids, jnp.float32(rho), norm=norm, steps=steps, eot=eot,
-                 stochastic=bool(stochastic), loss=loss, per_example=per_example)
+                 loss=loss, per_example=per_example)
   return common.AttackResult(*out)
 
 
@@ -141,8 +140,7 @@ def apgd_targeted(apply_fn: Callable[..., jax.Array], params: Any, x: jax.Array,
   References:
     Croce & Hein 2020, Sec. 4 (APGD-T, targeted DLR loss Eq. 6, top-9 targets).
   """
-  stochastic = takes_key(apply_fn)
-  x, y, eps_b = common.validate(x, y, eps, norm, eot, stochastic, apply_fn=apply_fn, steps=steps)
+  x, y, eps_b = common.validate(x, y, eps, norm, eot, apply_fn=apply_fn, steps=steps)
   checks.in_range('rho', rho, 0.0, 1.0, low_open=True, high_open=True)
   checks.integer('n_targets', n_targets, 1)
   classes = common.num_classes(apply_fn, params, x)
@@ -155,8 +153,7 @@ def apgd_targeted(apply_fn: Callable[..., jax.Array], params: Any, x: jax.Array,
   for j in range(k):  # k <= 9 compiled runs, each on the points still robust (padded to a bucket size)
     def run(xs, ys, ts, es, ii, j=j):
       return apgd_run(apply_fn, params, xs, ys, ts, es, jax.random.fold_in(k_run, j), ii, jnp.float32(rho),
-                      norm=norm, steps=steps, eot=eot, stochastic=bool(stochastic), loss='dlr-targeted',
-                      per_example=True)
+                      norm=norm, steps=steps, eot=eot, loss='dlr-targeted', per_example=True)
     idx, out = common.on_subset(run, ~success, x, y, jnp.asarray(targets[:, j]), eps_b, ids)
     if out is None:
       break
@@ -201,11 +198,10 @@ def pgd(apply_fn: Callable[..., jax.Array], params: Any, x: jax.Array, y: jax.Ar
   References:
     Madry et al. 2018, Sec. 2-3 (projected gradient descent on the loss, random start).
   """
-  stochastic = takes_key(apply_fn)
-  x, y, eps_b = common.validate(x, y, eps, norm, eot, stochastic, apply_fn=apply_fn, steps=steps)
+  x, y, eps_b = common.validate(x, y, eps, norm, eot, apply_fn=apply_fn, steps=steps)
   step_b = common.per_example('step_size', step_size, x.shape[0], positive=True)
   return _pgd(apply_fn, params, x, y, eps_b, step_b, key, norm=norm, steps=steps, eot=eot,
-              random_start=bool(random_start), stochastic=bool(stochastic))
+              random_start=bool(random_start))
 
 
 def checkpoints(steps: int) -> np.ndarray:
@@ -249,8 +245,9 @@ def _loss_fn(name):
   return losses.dlr_targeted_loss
 
 
-def _evaluator(apply_fn, params, y, target, eot, stochastic, loss):
+def _evaluator(apply_fn, params, y, target, eot, loss):
   """(x, key) -> (per-example loss [B], its gradient [B, ...], softmax [B, C]), averaged over `eot` draws."""
+  stochastic = takes_key(apply_fn)
   loss_of = _loss_fn(loss)
 
   def one(x, rng):
@@ -286,9 +283,9 @@ def _random_sphere(key, x, eps, norm, ids, per_example):
   return jnp.clip(x + eps * t, 0.0, 1.0)
 
 
-@functools.partial(jax.jit, static_argnames=('apply_fn', 'norm', 'steps', 'eot', 'stochastic', 'loss',
+@functools.partial(jax.jit, static_argnames=('apply_fn', 'norm', 'steps', 'eot', 'loss',
                                              'per_example'))
-def apgd_run(apply_fn, params, x, y, target, eps, key, ids, rho, *, norm, steps, eot, stochastic, loss,
+def apgd_run(apply_fn, params, x, y, target, eps, key, ids, rho, *, norm, steps, eot, loss,
              per_example):
   """APGD's compiled core (no argument checks; call `apgd` or `apgd_targeted`). Returns (x_adv, success [B]).
 
@@ -298,7 +295,7 @@ def apgd_run(apply_fn, params, x, y, target, eps, key, ids, rho, *, norm, steps,
   # One lax.scan over steps + 2 iterations, and the model appears once in the compiled program: iteration -2
   # evaluates the clean input (is it already misclassified?), iteration -1 the random start, iterations
   # 0..steps-1 are APGD's steps. (Separate evaluations before the loop would triple the program to compile.)
-  evaluate = _evaluator(apply_fn, params, y, target, eot, stochastic, loss)
+  evaluate = _evaluator(apply_fn, params, y, target, eot, loss)
   eps_b = common.bcast(eps, x)
   k_start, k_iter = jax.random.split(key)
   x0 = _random_sphere(k_start, x, eps_b, norm, ids, per_example)
@@ -366,13 +363,13 @@ def _uniform_ball(key, x, eps, norm):
   return x + eps * common.bcast(radius, x) * t
 
 
-@functools.partial(jax.jit, static_argnames=('apply_fn', 'norm', 'steps', 'eot', 'random_start', 'stochastic'))
-def _pgd(apply_fn, params, x, y, eps, step_size, key, *, norm, steps, eot, random_start, stochastic):
-  evaluate = _evaluator(apply_fn, params, y, y, eot, stochastic, 'ce')
+@functools.partial(jax.jit, static_argnames=('apply_fn', 'norm', 'steps', 'eot', 'random_start'))
+def _pgd(apply_fn, params, x, y, eps, step_size, key, *, norm, steps, eot, random_start):
+  evaluate = _evaluator(apply_fn, params, y, y, eot, 'ce')
   eps_b = common.bcast(eps, x)
   step_b = common.bcast(step_size, x)
   k_start, k_clean, k_iter, k_final = jax.random.split(key, 4)
-  clean_wrong = jnp.argmax(common.mean_probs(apply_fn, params, x, k_clean, eot, stochastic), -1) != y
+  clean_wrong = jnp.argmax(common.mean_probs(apply_fn, params, x, k_clean, eot), -1) != y
   x0 = jnp.clip(_uniform_ball(k_start, x, eps_b, norm), 0.0, 1.0) if random_start else x
 
   def body(xk, i):
@@ -380,7 +377,7 @@ def _pgd(apply_fn, params, x, y, eps, step_size, key, *, norm, steps, eot, rando
     return common.project(xk + step_b * common.direction(g, norm), x, eps_b, norm), None
 
   x_last, _ = jax.lax.scan(body, x0, jnp.arange(steps))
-  probs = common.mean_probs(apply_fn, params, x_last, k_final, eot, stochastic)
+  probs = common.mean_probs(apply_fn, params, x_last, k_final, eot)
   success = (jnp.argmax(probs, -1) != y) | clean_wrong
   x_adv = jnp.where(common.bcast(clean_wrong, x), x, x_last).astype(x.dtype)
   return common.AttackResult(x_adv, success)

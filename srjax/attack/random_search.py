@@ -23,7 +23,6 @@ import numpy as np
 
 from srjax import checks
 from srjax.attack import common
-from srjax.models.apply_fn import takes_key
 from srjax.attack import losses
 
 # p is halved after each of these iterations of a 10,000-query budget (rescaled to the actual budget), the
@@ -77,8 +76,7 @@ def square(apply_fn: Callable[..., jax.Array], params: Any, x: jax.Array, y: jax
   References:
     Andriushchenko et al. 2020, Algorithms 1-3, Sec. 3.1-3.2 and 4.
   """
-  stochastic = takes_key(apply_fn)
-  x, y, eps_b = common.validate(x, y, eps, norm, eot, stochastic, apply_fn=apply_fn, steps=queries, steps_name='queries')
+  x, y, eps_b = common.validate(x, y, eps, norm, eot, apply_fn=apply_fn, steps=queries, steps_name='queries')
   checks.in_range('p_init', p_init, 0.0, 1.0, low_open=True)
   if x.ndim != 4:
     checks.fail('x', x, 'images [B, H, W, C]')
@@ -86,7 +84,7 @@ def square(apply_fn: Callable[..., jax.Array], params: Any, x: jax.Array, y: jax
     checks.fail('x', x, "images of at least 3 x 3 pixels for norm='L2'")
   ids = common.example_index(index, x.shape[0])
   return square_run(apply_fn, params, x, y, eps_b, key, ids, jnp.float32(p_init), norm=norm, queries=queries,
-                    eot=eot, stochastic=bool(stochastic))
+                    eot=eot)
 
 
 def p_schedule(i, queries, p_init):
@@ -144,8 +142,8 @@ def _l2_init(keys, x, eps):
   return jnp.clip(x + common.bcast(eps, x) * delta, 0.0, 1.0)
 
 
-@functools.partial(jax.jit, static_argnames=('apply_fn', 'norm', 'queries', 'eot', 'stochastic'))
-def square_run(apply_fn, params, x, y, eps, key, ids, p_init, *, norm, queries, eot, stochastic):
+@functools.partial(jax.jit, static_argnames=('apply_fn', 'norm', 'queries', 'eot'))
+def square_run(apply_fn, params, x, y, eps, key, ids, p_init, *, norm, queries, eot):
   """Square's compiled core (no argument checks; call `square`). Returns AttackResult."""
   batch, height, width, channels = x.shape
   eps_b = common.bcast(eps, x)
@@ -156,8 +154,7 @@ def square_run(apply_fn, params, x, y, eps, key, ids, p_init, *, norm, queries, 
   harmonic = _harmonic(max(height, width) + 2)
 
   def margin_of(z, i):
-    return losses.margin(common.mean_logits(apply_fn, params, z, jax.random.fold_in(k_model, i), eot,
-                                            stochastic), y)
+    return losses.margin(common.mean_logits(apply_fn, params, z, jax.random.fold_in(k_model, i), eot), y)
 
   if norm == 'Linf':
     stripes = jax.vmap(lambda k: jnp.sign(jax.random.uniform(jax.random.fold_in(k, 0), (1, width, channels),
