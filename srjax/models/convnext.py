@@ -11,7 +11,8 @@ Parameter tree (the contents of the `'params'` collection)::
     gamma [C]                                                          layer scale
   head/{norm, fc}                                                      global mean pool, LayerNorm, Dense
 
-A block computes x + drop_path(gamma * fc2(gelu(fc1(norm(dwconv(x)))))) (paper Fig. 4; timm `ConvNeXtBlock`).
+A block computes x + drop_path(gamma * fc2(gelu(fc1(norm(dwconv(x)))))) (paper Fig. 4; timm `ConvNeXtBlock`); the
+part after the depthwise conv runs as one function with a hand-written gradient (`srjax.models.norm_mlp`).
 The stem is a p x p stride-p patchify conv (p = 4 in timm and the paper). For 64 x 64 spectrograms the default
 here is p = 2 (`stem_patch=2`), so stage 0 sees a 32 x 32 map and the last stage a 4 x 4 map instead of 2 x 2;
 p = 4 reproduces timm exactly (`params_from_timm` reads p from the weights).
@@ -36,7 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from srjax import checks
-from srjax.models import depthwise
+from srjax.models import depthwise, norm_mlp
 
 # timm's variants (timm/models/convnext.py): depths and widths per stage.
 VARIANTS: dict[str, dict[str, tuple[int, ...]]] = {
@@ -93,6 +94,21 @@ class DepthwiseConv(nn.Module):
     return y + bias
 
 
+class _Params(nn.Module):
+  """Declares a (weight, bias) pair under this module's name with the names, shapes and initialisers that
+  `nn.LayerNorm` ('scale', 'bias') or `nn.Dense` ('kernel', 'bias') use, so a block whose branch runs the fused
+  `srjax.models.norm_mlp` keeps the standard param tree and the same init draws. Returns {name: array}."""
+  names: tuple[str, str]
+  shape: tuple[int, ...]
+  init: Callable[..., jax.Array]
+
+  @nn.compact
+  def __call__(self) -> dict[str, jax.Array]:
+    weight = self.param(self.names[0], self.init, self.shape)
+    bias = self.param(self.names[1], nn.initializers.zeros, self.shape[-1:])
+    return {self.names[0]: weight, self.names[1]: bias}
+
+
 def _dense(features: int, name: str) -> nn.Dense:
   return nn.Dense(features, kernel_init=nn.initializers.truncated_normal(0.02), name=name)
 
@@ -133,12 +149,12 @@ class Block(nn.Module):
   def _branch(self, x):
     c = x.shape[-1]
     y = DepthwiseConv(7, self.depthwise, name='dwconv')(x)
-    y = nn.LayerNorm(epsilon=LN_EPS, name='norm')(y)
-    y = _dense(4 * c, 'fc1')(y)
-    y = nn.gelu(y, approximate=False)
-    y = _dense(c, 'fc2')(y)
-    gamma = self.param('gamma', nn.initializers.constant(self.layer_scale_init), (c,))
-    return gamma * y
+    trunc = nn.initializers.truncated_normal(0.02)
+    params = {'norm': _Params(('scale', 'bias'), (c,), nn.initializers.ones, name='norm')(),
+              'fc1': _Params(('kernel', 'bias'), (c, 4 * c), trunc, name='fc1')(),
+              'fc2': _Params(('kernel', 'bias'), (4 * c, c), trunc, name='fc2')(),
+              'gamma': self.param('gamma', nn.initializers.constant(self.layer_scale_init), (c,))}
+    return norm_mlp.norm_mlp(y, params, LN_EPS)
 
   def __call__(self, x: jax.Array, deterministic: bool = True) -> jax.Array:
     return x + self.residual(x, deterministic)
