@@ -63,6 +63,7 @@ import lineax as lx
 import numpy as np
 
 from srjax import checks
+from srjax.models import block_loop
 from srjax.models.apply_fn import ModuleApply, deterministic
 from srjax.models.convnext import Block, ConvNeXt
 
@@ -276,10 +277,6 @@ def _input_channels(params: Any) -> int | None:
     return None
 
 
-def _stack(trees: list[Any]) -> Any:
-  return jax.tree.map(lambda *a: jnp.stack(a), *trees)
-
-
 def _drift_fn(block: Block, rates: jax.Array, depth: int, train: bool):
   """f(t, y, args) with args = (stacked block params, drop-path key): block floor(t)'s residual branch."""
   def drift(t, y, args):
@@ -383,7 +380,7 @@ def apply(model: ConvNeXt, variables: Any, x: jax.Array, key: jax.Array, *, sde:
     """Stage s as one SDE on [0, depth] (ConvNeXt's hook for how a stage advances)."""
     if sde.noise.needs_map and (x.shape[1] % y.shape[1] or x.shape[2] % y.shape[2]):
       checks.fail('noise_map', noise_map, f'a map whose size divides by the stage resolution {y.shape[1:3]}')
-    stacked = _stack(params)
+    stacked = block_loop.stack(params)
     rates = jnp.asarray([b.drop_path for b in blocks], jnp.float32)
     return solve_stage(blocks[0], stacked, y, jax.random.fold_in(key, s), sigma=sde.sigma,
                        shape=sde.noise.scale(noise_map, y), rates=rates, smoothing=sde.noise.blur_std,
