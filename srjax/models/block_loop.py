@@ -1,24 +1,27 @@
-"""A stack of residual blocks, y_{k+1} = f(params_k, y_k) for k < depth, run as an XLA loop with a hand-written
+"""A stack of residual blocks, y_{k+1} = f(params_k, y_k) for k < depth, run as an XLA loop with a checkpointed
 gradient, fast on XLA:CPU.
 
-Written as a Python loop, the blocks are inlined into one flat graph; written as `lax.scan` or `fori_loop` with
-a small static trip count, XLA unrolls the loop into the same flat graph. On XLA:CPU a ConvNeXt's train step in
-that form ran 20-30 % slower than the same blocks inside a diffrax solve, whose adjoint keeps each block's
+Written as a Python loop, the blocks are inlined into one flat graph. On XLA:CPU a ConvNeXt's train step in that
+form (and as a `lax.scan` over the stacked blocks, with or without `jax.checkpoint`) ran 20-30 % slower than the same blocks inside a diffrax solve, whose adjoint keeps each block's
 forward and backward pass as the body of a `while` loop (its own computation, fused and scheduled on its own).
-`block_loop` gives any stack of blocks that structure with public `jax.lax` only:
+`block_loop` gives any stack of blocks that structure. It runs the blocks with the loop diffrax's
+`RecursiveCheckpointAdjoint` is built on, `equinox.internal.while_loop(kind='checkpointed')` with one checkpoint
+per block:
 
-  forward   a `while_loop` over k whose trip count is hidden from XLA (behind an optimization barrier, so the
-            loop is kept, not unrolled); under differentiation it also stores each block's input y_k
-            ([depth, *y.shape], the same memory as the residuals of the inlined form);
+  forward   a `while_loop` over k that stores each block's input y_k ([depth, *y.shape], the same memory as
+            the residuals of the inlined form);
   backward  a `while_loop` from k = depth - 1 down to 0 that recomputes block k's forward from the stored y_k
-            inside `jax.vjp` and writes d params_k; the cotangent of y_k is carried to block k - 1.
+            inside `jax.vjp`, adds d params_k and carries the cotangent of y_k to block k - 1.
+
+A hand-written version of the same two loops with public `jax.lax` only (a `custom_vjp`, the trip count hidden
+from XLA so the loops are kept) gave the same values and gradients but ran at the inlined form's speed (about
+43 ms against equinox's 33 ms per ConvNeXt train step, measured side by side); equinox is already a
+dependency through diffrax. `equinox.internal` carries no stability promise: tests/test_block_loop.py pins the
+values and gradients, so a change there fails the suite instead of training silently wrong.
 
 The values are those of the Python loop (the same `f` on the same inputs); the gradients equal automatic
 differentiation of it to float rounding (tests/test_block_loop.py checks both in float64, with
-`jax.test_util.check_grads`). In `python -m eval.bench.nsde` it cut the ConvNeXt train step from about 45 to
-about 34 ms (batch 32 of 64 x 64, 2 cores; see README.md's speed table).
-
-Forward-mode differentiation (`jax.jvp`, `jax.jacfwd`) is not supported: this is a `jax.custom_vjp`.
+`jax.test_util.check_grads`). Only reverse-mode differentiation is supported.
 
 References:
   He et al. 2016, "Deep Residual Learning" (the residual stack); Chen et al. 2016, "Training Deep Nets with
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+import equinox.internal as eqxi
 import jax
 import jax.numpy as jnp
 
@@ -39,53 +43,6 @@ def stack(trees: list[Any]) -> Any:
 
 def _take(tree: Any, k: jax.Array) -> Any:
   return jax.tree.map(lambda a: jax.lax.dynamic_index_in_dim(a, k, keepdims=False), tree)
-
-
-def _opaque(n: int) -> jax.Array:
-  """n as a value XLA cannot constant-fold, so a loop bounded by it stays a loop."""
-  return jax.lax.optimization_barrier(jnp.int32(n))
-
-
-def _run(f: Callable[[Any, jax.Array], jax.Array], depth: int):
-  """The custom-VJP loop for one f and depth."""
-
-  def forward(stacked, y, keep_inputs: bool):
-    inputs = jnp.zeros((depth if keep_inputs else 0,) + y.shape, y.dtype)
-
-    def body(carry):
-      k, y, inputs = carry
-      if keep_inputs:
-        inputs = jax.lax.dynamic_update_index_in_dim(inputs, y, k, 0)
-      return k + 1, f(_take(stacked, k), y), inputs
-
-    _, y, inputs = jax.lax.while_loop(lambda c: c[0] < _opaque(depth), body, (jnp.int32(0), y, inputs))
-    return y, inputs
-
-  @jax.custom_vjp
-  def run(stacked, y):
-    return forward(stacked, y, False)[0]
-
-  def run_fwd(stacked, y):
-    y_out, inputs = forward(stacked, y, True)
-    return y_out, (stacked, inputs)
-
-  def run_bwd(saved, g):
-    stacked, inputs = saved
-
-    def body(carry):
-      k, g, grads = carry
-      k = k - 1
-      _, vjp = jax.vjp(f, _take(stacked, k), inputs[k])
-      d_params, g = vjp(g)
-      grads = jax.tree.map(lambda acc, d: jax.lax.dynamic_update_index_in_dim(acc, d, k, 0), grads, d_params)
-      return k, g, grads
-
-    grads0 = jax.tree.map(jnp.zeros_like, stacked)
-    _, g, grads = jax.lax.while_loop(lambda c: c[0] > 0, body, (_opaque(depth), g, grads0))
-    return grads, g
-
-  run.defvjp(run_fwd, run_bwd)
-  return run
 
 
 def block_loop(f: Callable[[Any, jax.Array], jax.Array], stacked: Any, y: jax.Array) -> jax.Array:
@@ -111,4 +68,11 @@ def block_loop(f: Callable[[Any, jax.Array], jax.Array], stacked: Any, y: jax.Ar
                      f'(stack([params_0, params_1, ...])); got leading sizes {sorted(map(str, sizes))}')
   if not jnp.issubdtype(jnp.result_type(y), jnp.floating):
     raise TypeError(f'block_loop: y must be a floating-point array; got dtype {jnp.result_type(y)}')
-  return _run(f, sizes.pop())(stacked, y)
+  depth = sizes.pop()
+
+  def body(carry):
+    k, y = carry
+    return k + 1, f(_take(stacked, k), y)
+
+  return eqxi.while_loop(lambda carry: carry[0] < depth, body, (jnp.int32(0), y), max_steps=depth,
+                         kind='checkpointed', checkpoints=depth)[1]

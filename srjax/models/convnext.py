@@ -14,7 +14,7 @@ Parameter tree (the contents of the `'params'` collection)::
 A block computes x + drop_path(gamma * fc2(gelu(fc1(norm(dwconv(x)))))) (paper Fig. 4; timm `ConvNeXtBlock`); the
 part after the depthwise conv runs as one function with a hand-written gradient (`srjax.models.norm_mlp`).
 Outside training with stochastic depth, each stage's blocks run as one XLA loop with a hand-written gradient
-(`srjax.models.block_loop`: the same values, a train step about a quarter faster on XLA:CPU).
+(`srjax.models.block_loop`: the same values, a faster train step on XLA:CPU; depthwise='shift' only).
 The stem is a p x p stride-p patchify conv (p = 4 in timm and the paper). For 64 x 64 spectrograms the default
 here is p = 2 (`stem_patch=2`), so stage 0 sees a 32 x 32 map and the last stage a 4 x 4 map instead of 2 x 2;
 p = 4 reproduces timm exactly (`params_from_timm` reads p from the weights).
@@ -278,8 +278,11 @@ class ConvNeXt(nn.Module):
       if s:
         x = Downsample(self.dims[s], name=f'stage{s}_down')(x)
       names = [f'stage{s}_block{j}' for j in range(len(rates))]
-      if advance is None and (self.is_initializing() or not (deterministic or max(rates) <= 0.0)):
-        for name, rate in zip(names, rates):   # creates the params; stochastic depth draws per block
+      looped = self.depthwise == 'shift' and (deterministic or max(rates) <= 0.0)
+      if advance is None and (self.is_initializing() or not looped):
+        # Creates the params; stochastic depth draws per block; XLA:CPU runs the grouped conv about 7x
+        # slower inside a loop body than inlined, so depthwise='conv' stays inlined.
+        for name, rate in zip(names, rates):
           x = Block(self.layer_scale_init, rate, self.depthwise, name=name)(x, deterministic)
       elif advance is None:   # one XLA loop per stage (srjax.models.block_loop): the same values, a faster step
         block = Block(self.layer_scale_init, 0.0, self.depthwise, parent=None)
