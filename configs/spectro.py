@@ -2,16 +2,16 @@
 
   python -m train.nsde --config configs/spectro.py [--config.model.kind=convnext] [--workdir DIR]
 
-Cost (measured with this command, spectrograms already cached, AMD EPYC, 2 cores): 2 min 50 s wall for the
-NSDE (154 s of training) and 3 min 00 s for the ConvNeXt (175 s) on a quiet CPU before the depthwise
-convolution got its own gradient; after it, 3 min 49 s wall for the NSDE (202 s of training) with the load
-average rising from 0.8 to 2.7 (another job on the cores), and 5.5 min for a ConvNeXt seed and 5.5-8 min for an
-NSDE seed inside the full `eval.robustness` run at load 4-6. Peak RSS 2.6 GB; generating the 10,000
-spectrograms the first time adds 10-30 s; at load 8-14 the same runs took 24-26 min. After the main job's path
-became values (the SDE a value, the test evaluation the loop's own on the state it returns): 3 min 34 s wall for
-the NSDE at load ~2 (2026-12-05). Test accuracy: ConvNeXt 0.831, NSDE 0.812 with seed 0 (0.816 when the test
-split drew its noise per batch from fold_in(key(seed), start); now every batch uses the validation's key(seed + 1);
-0.813 before the new gradient changed the order of floating-point operations).
+Cost (measured with this command, spectrograms already cached, AMD EPYC with AVX-512, 2 cores), latest first:
+  2026-12-06, load ~1.5, after the fused LayerNorm-MLP gradient and the per-stage block loop: NSDE 2 min 50 s
+    wall (the job's own count 165 s, including compiles and the 8-draw evaluations), test accuracy 0.8107;
+    ConvNeXt 1 min 25 s wall (81 s), test accuracy 0.8267. Peak RSS 2.8 GB (NSDE), 1.5 GB (ConvNeXt).
+  2026-12-05, load ~2: NSDE 3 min 34 s, test accuracy 0.8120 (ConvNeXt test accuracy 0.831).
+  Before the depthwise conv got its own gradient: NSDE 2 min 50 s, ConvNeXt 3 min 00 s on a quiet CPU; 3 min 49 s
+    for the NSDE with the load rising from 0.8 to 2.7; 5.5-8 min per seed inside the full `eval.robustness` run
+    at load 4-6, 24-26 min at load 8-14.
+Generating the 10,000 spectrograms the first time adds 10-30 s. Test accuracies move in the third decimal when
+a change reorders floating-point operations (the test split uses the validation's noise key(seed + 1)).
 `python -m eval.bench.nsde` times one training step against PyTorch (timm's blocks) on the same CPU.
 
 Default: the small 'cpu' ConvNeXt (3 stages, depths 1-1-2, widths 24-48-96, 4x4 patchify stem), the 10,000

@@ -19,8 +19,8 @@ multiply-adds with a hand-written gradient (`depthwise='shift'`, `srjax.models.d
     runs NCHW (timm's default) and channels_last; the faster of the two is the peer;
   * APGD-CE L2 with 100 steps on one batch of the NSDE (EOT 1) when `srjax.attack` is installed;
   * the spectrogram generator (`srjax.data.spectro.generate`, no cache) in samples per second.
-All step rows are timed in the same interleaved rounds (each round times --steps calls of every row in turn);
-a row's time is the median over --rounds rounds, so a change of load hits every row alike. Compile time is
+All step rows are timed in the same interleaved rounds (each round times --steps calls of every row, in a
+shuffled order); a row's time is the median over --rounds rounds, so a change of load hits every row alike. Compile time is
 `jit(f).lower(...).compile()`; peak memory is XLA's static estimate (`memory_analysis`). The CPU model and the
 load average are printed: on a shared machine only ratios taken in the same run are comparable.
 
@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import statistics
 import time
 from typing import Any, Callable
@@ -150,12 +151,17 @@ def torch_peer(dims, depths, stem: int, sigma: float, threads: int):
 
 def _interleaved(calls: dict[Any, Callable[[], Any]], rounds: int, steps: int) -> dict[Any, float]:
   """Median seconds per call of each entry over `rounds` rounds; each round runs `steps` calls of every entry
-  in turn (after one warm-up call each)."""
+  in turn (after one warm-up call each), in an order shuffled per round (seeded), so a burst of load on a shared
+  machine does not always hit the same neighbours."""
   for fn in calls.values():
     common.block(fn())
   samples = {name: [] for name in calls}
+  order = list(calls)
+  rng = random.Random(0)
   for _ in range(rounds):
-    for name, fn in calls.items():
+    rng.shuffle(order)
+    for name in order:
+      fn = calls[name]
       start = time.perf_counter()
       for _ in range(steps):
         out = fn()
