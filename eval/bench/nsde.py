@@ -3,7 +3,7 @@ diffrax against a plain lax.scan, the depthwise-conv implementations, APGD-100 p
 generator.
 
   python -m eval.bench.nsde [--variant cpu] [--batch 32] [--size 64] [--stem 4] [--rounds 7] [--steps 10]
-                            [--torch-threads 2] [--quick]
+                            [--torch-threads 2] [--depthwise shift conv] [--quick]
 
 What srjax does: each ConvNeXt stage of the NSDE is one diffrax solve (Euler on MultiTerm(ODETerm, ControlTerm),
 RecursiveCheckpointAdjoint, a key-folded Brownian control), with the 7x7 depthwise conv written as 49 shifted
@@ -181,6 +181,8 @@ def main(argv=None) -> None:
   parser.add_argument('--steps', type=int, default=10)
   parser.add_argument('--torch-threads', type=int, default=2)
   parser.add_argument('--no-torch', action='store_true', help='skip the PyTorch peer')
+  parser.add_argument('--depthwise', nargs='+', default=list(convnext.DEPTHWISE), choices=convnext.DEPTHWISE,
+                      help='depthwise implementations to time (shift alone makes room for more rounds)')
   parser.add_argument('--apgd-steps', type=int, default=100)
   parser.add_argument('--gen-samples', type=int, default=2000)
   parser.add_argument('--quick', action='store_true', help='tiny shapes, 2 rounds of 2 steps, APGD 10 steps')
@@ -199,7 +201,9 @@ def main(argv=None) -> None:
   peer = None if args.no_torch else torch_peer(cfg['dims'], cfg['depths'], args.stem, args.sigma,
                                                  args.torch_threads)
   calls, meta = {}, {}
-  for depthwise in convnext.DEPTHWISE:
+  if 'shift' not in args.depthwise:
+    parser.error('--depthwise must include shift (the rows the ratios are taken from)')
+  for depthwise in args.depthwise:
     model = convnext.build(args.variant, 8, stem_patch=args.stem, layer_scale_init=0.1, depthwise=depthwise)
     if peer is not None:   # the torch network's weights, so both compute the same function
       params = jax.tree.map(jnp.asarray, convnext.params_from_timm(peer[0]))
