@@ -282,7 +282,7 @@ def _drift_fn(block: Block, rates: jax.Array, depth: int, train: bool):
   def drift(t, y, args):
     stacked, key = args
     k = jnp.clip(jnp.floor(t).astype(jnp.int32), 0, depth - 1)
-    params = jax.tree.map(lambda a: a[k], stacked)
+    params = block_loop.take(stacked, k)
     if not train:
       return block.apply({'params': params}, y, method=Block.residual)
     # The block's own stochastic depth, with block k's rate (traced; a rate of 0 keeps every example).

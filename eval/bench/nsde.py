@@ -187,6 +187,8 @@ def main(argv=None) -> None:
   parser.add_argument('--gen-samples', type=int, default=2000)
   parser.add_argument('--quick', action='store_true', help='tiny shapes, 2 rounds of 2 steps, APGD 10 steps')
   args = parser.parse_args(argv)
+  if 'shift' not in args.depthwise:
+    parser.error('--depthwise must include shift (the rows the ratios are taken from)')
   if args.quick:
     args.size, args.batch, args.rounds, args.steps, args.apgd_steps, args.gen_samples = 16, 8, 2, 2, 10, 200
   key = jax.random.key(0)
@@ -201,8 +203,6 @@ def main(argv=None) -> None:
   peer = None if args.no_torch else torch_peer(cfg['dims'], cfg['depths'], args.stem, args.sigma,
                                                  args.torch_threads)
   calls, meta = {}, {}
-  if 'shift' not in args.depthwise:
-    parser.error('--depthwise must include shift (the rows the ratios are taken from)')
   for depthwise in args.depthwise:
     model = convnext.build(args.variant, 8, stem_patch=args.stem, layer_scale_init=0.1, depthwise=depthwise)
     if peer is not None:   # the torch network's weights, so both compute the same function

@@ -41,7 +41,8 @@ def stack(trees: list[Any]) -> Any:
   return jax.tree.map(lambda *a: jnp.stack(a), *trees)
 
 
-def _take(tree: Any, k: jax.Array) -> Any:
+def take(tree: Any, k: jax.Array) -> Any:
+  """Slice k (a traced integer) of every leaf of a `stack`ed pytree."""
   return jax.tree.map(lambda a: jax.lax.dynamic_index_in_dim(a, k, keepdims=False), tree)
 
 
@@ -72,7 +73,7 @@ def block_loop(f: Callable[[Any, jax.Array], jax.Array], stacked: Any, y: jax.Ar
 
   def body(carry):
     k, y = carry
-    return k + 1, f(_take(stacked, k), y)
+    return k + 1, f(take(stacked, k), y)
 
   return eqxi.while_loop(lambda carry: carry[0] < depth, body, (jnp.int32(0), y), max_steps=depth,
                          kind='checkpointed', checkpoints=depth)[1]

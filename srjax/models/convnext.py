@@ -13,7 +13,7 @@ Parameter tree (the contents of the `'params'` collection)::
 
 A block computes x + drop_path(gamma * fc2(gelu(fc1(norm(dwconv(x)))))) (paper Fig. 4; timm `ConvNeXtBlock`); the
 part after the depthwise conv runs as one function with a hand-written gradient (`srjax.models.norm_mlp`).
-Outside training with stochastic depth, each stage's blocks run as one XLA loop with a hand-written gradient
+Outside training with stochastic depth, each stage's blocks run as one XLA loop with a checkpointed gradient
 (`srjax.models.block_loop`: the same values, a faster train step on XLA:CPU; depthwise='shift' only).
 The stem is a p x p stride-p patchify conv (p = 4 in timm and the paper). For 64 x 64 spectrograms the default
 here is p = 2 (`stem_patch=2`), so stage 0 sees a 32 x 32 map and the last stage a 4 x 4 map instead of 2 x 2;
@@ -40,6 +40,8 @@ import numpy as np
 
 from srjax import checks
 from srjax.models import block_loop, depthwise, norm_mlp
+
+_TRUNC = nn.initializers.truncated_normal(0.02)   # timm's init of every conv and dense kernel
 
 # timm's variants (timm/models/convnext.py): depths and widths per stage.
 VARIANTS: dict[str, dict[str, tuple[int, ...]]] = {
@@ -87,7 +89,7 @@ class DepthwiseConv(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     c, k = x.shape[-1], self.kernel_size
-    kernel = self.param('kernel', nn.initializers.truncated_normal(0.02), (k, k, 1, c))
+    kernel = self.param('kernel', _TRUNC, (k, k, 1, c))
     bias = self.param('bias', nn.initializers.zeros, (c,))
     if self.impl == 'shift':
       return depthwise_shift(x, kernel, bias)
@@ -112,7 +114,7 @@ class _Params(nn.Module):
 
 
 def _dense(features: int, name: str) -> nn.Dense:
-  return nn.Dense(features, kernel_init=nn.initializers.truncated_normal(0.02), name=name)
+  return nn.Dense(features, kernel_init=_TRUNC, name=name)
 
 
 class Block(nn.Module):
@@ -151,10 +153,9 @@ class Block(nn.Module):
   def _branch(self, x):
     c = x.shape[-1]
     y = DepthwiseConv(7, self.depthwise, name='dwconv')(x)
-    trunc = nn.initializers.truncated_normal(0.02)
     params = {'norm': _Params(('scale', 'bias'), (c,), nn.initializers.ones, name='norm')(),
-              'fc1': _Params(('kernel', 'bias'), (c, 4 * c), trunc, name='fc1')(),
-              'fc2': _Params(('kernel', 'bias'), (4 * c, c), trunc, name='fc2')(),
+              'fc1': _Params(('kernel', 'bias'), (c, 4 * c), _TRUNC, name='fc1')(),
+              'fc2': _Params(('kernel', 'bias'), (4 * c, c), _TRUNC, name='fc2')(),
               'gamma': self.param('gamma', nn.initializers.constant(self.layer_scale_init), (c,))}
     return norm_mlp.norm_mlp(y, params, LN_EPS)
 
@@ -170,7 +171,7 @@ class Stem(nn.Module):
   @nn.compact
   def __call__(self, x):
     x = nn.Conv(self.dim, (self.patch, self.patch), (self.patch, self.patch), padding='VALID',
-                kernel_init=nn.initializers.truncated_normal(0.02), name='conv')(x)
+                kernel_init=_TRUNC, name='conv')(x)
     return nn.LayerNorm(epsilon=LN_EPS, name='norm')(x)
 
 
@@ -182,7 +183,7 @@ class Downsample(nn.Module):
   def __call__(self, x):
     x = nn.LayerNorm(epsilon=LN_EPS, name='norm')(x)
     return nn.Conv(self.dim, (2, 2), (2, 2), padding='VALID',
-                   kernel_init=nn.initializers.truncated_normal(0.02), name='conv')(x)
+                   kernel_init=_TRUNC, name='conv')(x)
 
 
 class Head(nn.Module):
@@ -278,21 +279,21 @@ class ConvNeXt(nn.Module):
       if s:
         x = Downsample(self.dims[s], name=f'stage{s}_down')(x)
       names = [f'stage{s}_block{j}' for j in range(len(rates))]
-      looped = self.depthwise == 'shift' and (deterministic or max(rates) <= 0.0)
-      if advance is None and (self.is_initializing() or not looped):
-        # Creates the params; stochastic depth draws per block; XLA:CPU runs the grouped conv about 7x
-        # slower inside a loop body than inlined, so depthwise='conv' stays inlined.
-        for name, rate in zip(names, rates):
-          x = Block(self.layer_scale_init, rate, self.depthwise, name=name)(x, deterministic)
-      elif advance is None:   # one XLA loop per stage (srjax.models.block_loop): the same values, a faster step
-        block = Block(self.layer_scale_init, 0.0, self.depthwise, parent=None)
-        x = block_loop.block_loop(lambda p, y, b=block: b.apply({'params': p}, y),
-                                  block_loop.stack([self.variables['params'][name] for name in names]), x)
-      else:
+      if advance is not None:
         if self.is_initializing():
           checks.fail('advance', advance, 'None at init (the blocks create their params by running)')
         blocks = [Block(self.layer_scale_init, rate, self.depthwise, parent=None) for rate in rates]
         x = advance(s, blocks, [self.variables['params'][name] for name in names], x)
+      elif (self.is_initializing() or self.depthwise != 'shift'
+            or not (deterministic or max(rates) <= 0.0)):
+        # Creates the params; stochastic depth draws per block; XLA:CPU runs the grouped conv about 7x
+        # slower inside a loop body than inlined, so depthwise='conv' stays inlined.
+        for name, rate in zip(names, rates):
+          x = Block(self.layer_scale_init, rate, self.depthwise, name=name)(x, deterministic)
+      else:   # one XLA loop per stage (srjax.models.block_loop): the same values, a faster step
+        block = Block(self.layer_scale_init, 0.0, self.depthwise, parent=None)
+        x = block_loop.block_loop(lambda p, y: block.apply({'params': p}, y),
+                                  block_loop.stack([self.variables['params'][name] for name in names]), x)
     return Head(self.num_classes, name='head')(x)
 
 
