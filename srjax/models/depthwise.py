@@ -15,6 +15,13 @@ scalar loops. `depthwise_conv` therefore carries a `jax.custom_vjp` with
                    instead of k^2 column reductions;
   bias gradient    the sum of g over batch and space.
 
+Maps no larger than the kernel's taps (H * W <= k^2: the 4 x 4 last stage of the 'cpu' ConvNeXt under a 7 x 7
+kernel) take a dense form instead: per channel, the conv is the [H W, H W] matrix T[p, q, c] = K[q - p + k // 2, c]
+(zero where the offset falls outside the kernel), built as E @ K with a constant 0/1 tap matrix E, and
+y[b, p, c] = sum_q T[p, q, c] x[b, q, c]. That is (H W)^2 <= k^2 H W multiply-adds per image and channel, and
+its automatic gradient is two such contractions plus E^T dT. At 4 x 4 with 96 channels it took the conv's
+value-and-gradient from 0.76 to 0.25 ms (batch 32); at 8 x 8 it was no faster, at 16 x 16 much slower.
+
 The result equals `lax.conv_general_dilated(..., feature_group_count=C)` with the same kernel in values and
 gradients (tests/test_depthwise.py checks both against a float64 reference and `jax.test_util.check_grads`).
 
@@ -23,8 +30,11 @@ References:
 """
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 def _pad(x: jax.Array, p: int) -> jax.Array:
@@ -86,6 +96,30 @@ def _conv_bwd(res, g):
 _conv.defvjp(_conv_fwd, _conv_bwd)
 
 
+@functools.lru_cache(maxsize=None)
+def tap_matrix(h: int, w: int, k: int) -> np.ndarray:
+  """E [(H W)^2, k^2] with E[p * H W + q, t] = 1 when input position q is tap t = (i, j) of output position p
+  under a 'SAME' k x k kernel (q = p + (i - k // 2, j - k // 2) inside the map), else 0. Positions are
+  row-major, p = row * W + column."""
+  p = k // 2
+  a, b, i, j = np.meshgrid(np.arange(h), np.arange(w), np.arange(k), np.arange(k), indexing='ij')
+  hh, ww = a + i - p, b + j - p
+  inside = (hh >= 0) & (hh < h) & (ww >= 0) & (ww < w)
+  e = np.zeros((h * w, h * w, k * k), np.float32)
+  e[(a * w + b)[inside], (hh * w + ww)[inside], (i * k + j)[inside]] = 1.0
+  e.setflags(write=False)
+  return e.reshape(h * w * h * w, k * k)
+
+
+def _dense(x: jax.Array, kernel: jax.Array, bias: jax.Array) -> jax.Array:
+  """The same conv as [H W, H W] matrices per channel (module docstring), differentiated automatically."""
+  b, h, w, c = x.shape
+  k = kernel.shape[0]
+  e = jnp.asarray(tap_matrix(h, w, k), kernel.dtype)
+  t = (e @ kernel.reshape(k * k, c)).reshape(h * w, h * w, c)
+  return jnp.einsum('pqc,bqc->bpc', t, x.reshape(b, h * w, c)).reshape(x.shape) + bias
+
+
 def depthwise_conv(x: jax.Array, kernel: jax.Array, bias: jax.Array) -> jax.Array:
   """'SAME' depthwise cross-correlation with bias (stride 1, odd k), differentiable with the fast gradient above.
 
@@ -99,4 +133,6 @@ def depthwise_conv(x: jax.Array, kernel: jax.Array, bias: jax.Array) -> jax.Arra
   """
   if kernel.ndim == 4:
     kernel = kernel[:, :, 0, :]
+  if x.shape[1] * x.shape[2] <= kernel.shape[0] ** 2:
+    return _dense(x, kernel, bias)
   return _conv(x, kernel, bias)
