@@ -63,7 +63,6 @@ import lineax as lx
 import numpy as np
 
 from srjax import checks
-from srjax.models import block_loop
 from srjax.models.apply_fn import ModuleApply, deterministic
 from srjax.models.convnext import Block, ConvNeXt
 
@@ -282,7 +281,7 @@ def _drift_fn(block: Block, rates: jax.Array, depth: int, train: bool):
   def drift(t, y, args):
     stacked, key = args
     k = jnp.clip(jnp.floor(t).astype(jnp.int32), 0, depth - 1)
-    params = block_loop.take(stacked, k)
+    params = jax.tree.map(lambda a: jax.lax.dynamic_index_in_dim(a, k, keepdims=False), stacked)
     if not train:
       return block.apply({'params': params}, y, method=Block.residual)
     # The block's own stochastic depth, with block k's rate (traced; a rate of 0 keeps every example).
@@ -380,7 +379,7 @@ def apply(model: ConvNeXt, variables: Any, x: jax.Array, key: jax.Array, *, sde:
     """Stage s as one SDE on [0, depth] (ConvNeXt's hook for how a stage advances)."""
     if sde.noise.needs_map and (x.shape[1] % y.shape[1] or x.shape[2] % y.shape[2]):
       checks.fail('noise_map', noise_map, f'a map whose size divides by the stage resolution {y.shape[1:3]}')
-    stacked = block_loop.stack(params)
+    stacked = jax.tree.map(lambda *a: jnp.stack(a), *params)
     rates = jnp.asarray([b.drop_path for b in blocks], jnp.float32)
     return solve_stage(blocks[0], stacked, y, jax.random.fold_in(key, s), sigma=sde.sigma,
                        shape=sde.noise.scale(noise_map, y), rates=rates, smoothing=sde.noise.blur_std,

@@ -36,6 +36,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from srjax.models import isolate
+
 
 def _pad(x: jax.Array, p: int) -> jax.Array:
   """x zero-padded by p on both spatial sides, as its own buffer: without the barrier XLA fuses the pad and
@@ -134,5 +136,5 @@ def depthwise_conv(x: jax.Array, kernel: jax.Array, bias: jax.Array) -> jax.Arra
   if kernel.ndim == 4:
     kernel = kernel[:, :, 0, :]
   if x.shape[1] * x.shape[2] <= kernel.shape[0] ** 2:
-    return _dense(x, kernel, bias)
-  return _conv(x, kernel, bias)
+    return isolate.isolated(_dense, x, kernel, bias)
+  return isolate.isolated(_conv, x, kernel, bias)

@@ -23,12 +23,13 @@ the Phi(h) that GELU's derivative needs anyway, and writes the standard gradient
   dscale = sum_n gu * zhat,  dbeta = sum_n gu
   dz = r * (gz - mean_c gz - zhat * mean_c(gz * zhat)),   gz = gu * scale
 
-Not saving o matters where the forward pass is recomputed in the backward pass (`srjax.models.block_loop` and
-diffrax's checkpointed adjoint recompute each block from its input): the recomputed fc2 product and GELU feed
-only the block's output, which the backward pass does not use, so XLA drops them as dead code.
+Not saving o matters where the forward pass is recomputed in the backward pass (diffrax's checkpointed adjoint
+recomputes each block of the NSDE from its input): the recomputed fc2 product and GELU feed only the block's
+output, which the backward pass does not use, so XLA drops them as dead code. The function runs as its own XLA
+computation (`srjax.models.isolate`).
 
 Measured side by side (batch 32 of 64 x 64, the 'cpu' ConvNeXt, 2 cores, AVX-512), the custom gradient cut the
-ConvNeXt's gradient from 52.8 to 45.5 ms, before `srjax.models.block_loop` took off another ~10 ms; dropping o
+ConvNeXt's gradient from 52.8 to 45.5 ms; with each stage in a checkpointed loop (an earlier form), dropping o
 from the residuals took the train step from 30.9 to 29.7 ms (NSDE 36.5 to 35.7; medians of 11 interleaved
 rounds). tests/test_norm_mlp.py checks the values and every gradient against the same chain written with flax's
 `nn.LayerNorm`, `nn.Dense` and `nn.gelu(approximate=False)` under automatic differentiation in float64, and
@@ -46,6 +47,8 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+
+from srjax.models import isolate
 
 LN_EPS = 1e-6
 _SQRT_HALF = 1.0 / math.sqrt(2.0)
@@ -133,4 +136,4 @@ def norm_mlp(z: jax.Array, params: dict[str, Any], eps: float = LN_EPS) -> jax.A
   if params['fc1']['bias'].shape != (d,) or params['fc2']['kernel'].shape != (d, c):
     raise ValueError(f"norm_mlp: fc1 bias {params['fc1']['bias'].shape} and fc2 kernel "
                      f"{params['fc2']['kernel'].shape}; accepted: ({d},) and ({d}, {c})")
-  return _norm_mlp(z.reshape(-1, c), params, eps).reshape(z.shape)
+  return isolate.isolated(lambda z2, p: _norm_mlp(z2, p, eps), z.reshape(-1, c), params).reshape(z.shape)

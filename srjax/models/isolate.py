@@ -1,0 +1,44 @@
+"""Run a function as its own XLA computation: the branch of a conditional whose predicate XLA cannot fold.
+
+XLA compiles the whole jitted program as one graph and fuses across every function boundary. On XLA:CPU that
+made the ConvNeXt's train step slow: the depthwise conv's 49 shifted multiply-adds, the LayerNorm and the first
+matrix product of the MLP were pulled into one library fusion that materialised the shifted slices, and the
+gradient graph fared worse still. Wrapping the depthwise conv and the LayerNorm-MLP branch of each block in
+`isolated` keeps each of them one computation of its own, fused and scheduled alone, in the forward and in the
+backward pass (JAX differentiates a `lax.cond` into a conditional of the transposed branch, with the residuals
+passed between them, so nothing is recomputed).
+
+Measured on the 'cpu' ConvNeXt (batch 32 of 64 x 64, 2 cores, AMD EPYC with AVX-512; medians of 9 interleaved
+rounds of 10 steps): train step 39.7 ms with the blocks inlined, 27.3 ms with each stage in an equinox
+checkpointed loop (the previous form, which recomputes each block's forward pass in the backward pass), 21.1 ms
+with the depthwise conv and the MLP branch isolated and the blocks inlined. An `optimization_barrier` at the same
+boundaries did not help (40.5 ms): the separate computation is what matters, not the fusion boundary alone.
+
+The values are f's (to float rounding: fusion changes the order of operations); the predicate is an
+`optimization_barrier` around True, so the other branch (zeros of f's output shapes) is compiled but never runs.
+Works under jit, grad (both modes) and vmap (the predicate is never batched).
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+
+
+def isolated(f: Callable[..., Any], *args: Any) -> Any:
+  """f(*args), compiled as its own computation (the taken branch of a `lax.cond`).
+
+  Args:
+    f: a pure function of array pytrees.
+    *args: its arguments (pytrees of arrays; static values must be closed over in f).
+
+  Returns:
+    f(*args).
+  """
+  shapes = jax.eval_shape(f, *args)
+
+  def zeros(*_):
+    return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+
+  return jax.lax.cond(jax.lax.optimization_barrier(jnp.bool_(True)), f, zeros, *args)
