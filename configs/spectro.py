@@ -3,6 +3,10 @@
   python -m train.nsde --config configs/spectro.py [--config.model.kind=convnext] [--workdir DIR]
 
 Cost (measured with this command, spectrograms already cached, AMD EPYC with AVX-512, 2 cores), latest first:
+  2026-12-06, load ~1.8, with the depthwise conv and the MLP branch each run as their own XLA computation
+    (`srjax.models.isolate`) and the patchify convs as matrix products, fresh compilation cache: NSDE 1 min 49 s
+    wall (the job's own count 105 s), test accuracy 0.8127; ConvNeXt 53 s wall (49 s), test accuracy 0.8173.
+    Peak RSS 2.2 GB (NSDE), 1.3 GB (ConvNeXt).
   2026-12-06, load ~1.5, after the fused LayerNorm-MLP gradient and the per-stage block loop: NSDE 2 min 50 s
     wall (the job's own count 165 s, including compiles and the 8-draw evaluations), test accuracy 0.8107;
     ConvNeXt 1 min 25 s wall (81 s), test accuracy 0.8267. Peak RSS 2.8 GB (NSDE), 1.5 GB (ConvNeXt).
@@ -10,8 +14,8 @@ Cost (measured with this command, spectrograms already cached, AMD EPYC with AVX
   Before the depthwise conv got its own gradient: NSDE 2 min 50 s, ConvNeXt 3 min 00 s on a quiet CPU; 3 min 49 s
     for the NSDE with the load rising from 0.8 to 2.7; 5.5-8 min per seed inside the full `eval.robustness` run
     at load 4-6, 24-26 min at load 8-14.
-Generating the 10,000 spectrograms the first time adds 10-30 s. Test accuracies move in the third decimal when
-a change reorders floating-point operations (the test split uses the validation's noise key(seed + 1)).
+Generating the 10,000 spectrograms the first time adds 10-30 s. Test accuracies move in the second or third
+decimal when a change reorders floating-point operations (the test split uses the validation's noise key(seed + 1)).
 `python -m eval.bench.nsde` times one training step against PyTorch (timm's blocks) on the same CPU.
 
 Default: the small 'cpu' ConvNeXt (3 stages, depths 1-1-2, widths 24-48-96, 4x4 patchify stem), the 10,000
