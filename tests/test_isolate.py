@@ -65,3 +65,13 @@ def test_the_convnext_equals_its_blocks_run_one_by_one_through_the_hook():
   np.testing.assert_allclose(v0, v1, rtol=1e-6)
   for a, b in zip(jax.tree.leaves(g0), jax.tree.leaves(g1)):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_a_conditional_only_when_lowered_for_cpu():
+  # The runtime predicate is the optimization_barrier; lowered for a GPU, f is inlined (the platform switch has a
+  # constant index, which XLA folds), so no predicate is copied to the host.
+  w, x = _args()
+  lower = lambda platform: jax.jit(jax.grad(lambda w, x: isolate.isolated(_f, w, x)['z'].sum())).trace(
+      w, x).lower(lowering_platforms=(platform,)).as_text()
+  assert 'optimization_barrier' in lower('cpu')
+  assert 'optimization_barrier' not in lower('cuda')
