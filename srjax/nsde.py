@@ -276,12 +276,16 @@ def _input_channels(params: Any) -> int | None:
     return None
 
 
+def _stack(trees: list[Any]) -> Any:
+  return jax.tree.map(lambda *a: jnp.stack(a), *trees)
+
+
 def _drift_fn(block: Block, rates: jax.Array, depth: int, train: bool):
   """f(t, y, args) with args = (stacked block params, drop-path key): block floor(t)'s residual branch."""
   def drift(t, y, args):
     stacked, key = args
     k = jnp.clip(jnp.floor(t).astype(jnp.int32), 0, depth - 1)
-    params = jax.tree.map(lambda a: jax.lax.dynamic_index_in_dim(a, k, keepdims=False), stacked)
+    params = jax.tree.map(lambda a: a[k], stacked)
     if not train:
       return block.apply({'params': params}, y, method=Block.residual)
     # The block's own stochastic depth, with block k's rate (traced; a rate of 0 keeps every example).
@@ -379,7 +383,7 @@ def apply(model: ConvNeXt, variables: Any, x: jax.Array, key: jax.Array, *, sde:
     """Stage s as one SDE on [0, depth] (ConvNeXt's hook for how a stage advances)."""
     if sde.noise.needs_map and (x.shape[1] % y.shape[1] or x.shape[2] % y.shape[2]):
       checks.fail('noise_map', noise_map, f'a map whose size divides by the stage resolution {y.shape[1:3]}')
-    stacked = jax.tree.map(lambda *a: jnp.stack(a), *params)
+    stacked = _stack(params)
     rates = jnp.asarray([b.drop_path for b in blocks], jnp.float32)
     return solve_stage(blocks[0], stacked, y, jax.random.fold_in(key, s), sigma=sde.sigma,
                        shape=sde.noise.scale(noise_map, y), rates=rates, smoothing=sde.noise.blur_std,

@@ -171,3 +171,24 @@ def test_the_stage_hook_sees_each_stage_once_and_the_plain_hook_is_the_forward()
   assert float(jnp.max(jnp.abs(skipped - model.apply(variables, x)))) > 1e-3
   with pytest.raises(ValueError, match='^advance: '):
     model.init(jax.random.key(1), x, advance=plain)
+
+
+def test_the_convnext_equals_its_blocks_run_one_by_one_through_the_hook():
+  # The test above compares values; this one adds the gradients. The hook applies each block with Block.apply
+  # (the same isolated parts), so it pins the stage wiring: the block order, the params each block gets, and the
+  # skip connections.
+  model = convnext.ConvNeXt(depths=(2, 2), dims=(8, 16), num_classes=3, stem_patch=2, layer_scale_init=0.5)
+  x = jax.random.normal(jax.random.key(0), (2, 8, 8, 1))
+  params = model.init(jax.random.key(1), x)['params']
+
+  def by_hook(s, blocks, ps, y):
+    for block, p in zip(blocks, ps):
+      y = y + block.apply({'params': p}, y, method=convnext.Block.residual)
+    return y
+
+  loss = lambda advance: lambda p: jnp.sum(model.apply({'params': p}, x, advance=advance) ** 2)
+  v0, g0 = jax.value_and_grad(loss(None))(params)
+  v1, g1 = jax.value_and_grad(loss(by_hook))(params)
+  np.testing.assert_allclose(v0, v1, rtol=1e-6)
+  for a, b in zip(jax.tree.leaves(g0), jax.tree.leaves(g1)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)

@@ -20,9 +20,9 @@ multiply-adds with a hand-written gradient (`depthwise='shift'`, `srjax.models.d
   * APGD-CE L2 with 100 steps on one batch of the NSDE (EOT 1) when `srjax.attack` is installed;
   * the spectrogram generator (`srjax.data.spectro.generate`, no cache) in samples per second.
 All step rows are timed in the same interleaved rounds (each round times --steps calls of every row, in a
-shuffled order); a row's time is the median over --rounds rounds, so a change of load hits every row alike. Compile time is
-`jit(f).lower(...).compile()`; peak memory is XLA's static estimate (`memory_analysis`). The CPU model and the
-load average are printed: on a shared machine only ratios taken in the same run are comparable.
+shuffled order); a row's time is the median over --rounds rounds, so a change of load hits every row alike.
+Compile time is `jit(f).lower(...).compile()`; peak memory is XLA's static estimate (`memory_analysis`). The CPU
+model and the load average are printed: on a shared machine only ratios taken in the same run are comparable.
 
 The last line: RESULT nsde_over_convnext=... diffrax_over_scan=... apgd_s=... gen_samples_per_s=...
 convnext_vs_torch=... nsde_vs_torch=... (torch train-step time / srjax train-step time: > 1 means srjax is

@@ -203,7 +203,7 @@ class PatchConv(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     kernel = self.param('kernel', _TRUNC, (self.patch, self.patch, x.shape[-1], self.features))
-    bias = self.param('bias', nn.initializers.zeros_init(), (self.features,))
+    bias = self.param('bias', nn.initializers.zeros, (self.features,))
     return patchify_conv(x, kernel, bias)
 
 
@@ -321,14 +321,14 @@ class ConvNeXt(nn.Module):
       if s:
         x = Downsample(self.dims[s], name=f'stage{s}_down')(x)
       names = [f'stage{s}_block{j}' for j in range(len(rates))]
-      if advance is not None:
+      if advance is None:
+        for name, rate in zip(names, rates):
+          x = Block(self.layer_scale_init, rate, self.depthwise, name=name)(x, deterministic)
+      else:
         if self.is_initializing():
           checks.fail('advance', advance, 'None at init (the blocks create their params by running)')
         blocks = [Block(self.layer_scale_init, rate, self.depthwise, parent=None) for rate in rates]
         x = advance(s, blocks, [self.variables['params'][name] for name in names], x)
-      else:
-        for name, rate in zip(names, rates):
-          x = Block(self.layer_scale_init, rate, self.depthwise, name=name)(x, deterministic)
     return Head(self.num_classes, name='head')(x)
 
 

@@ -135,6 +135,5 @@ def depthwise_conv(x: jax.Array, kernel: jax.Array, bias: jax.Array) -> jax.Arra
   """
   if kernel.ndim == 4:
     kernel = kernel[:, :, 0, :]
-  if x.shape[1] * x.shape[2] <= kernel.shape[0] ** 2:
-    return isolate.isolated(_dense, x, kernel, bias)
-  return isolate.isolated(_conv, x, kernel, bias)
+  form = _dense if x.shape[1] * x.shape[2] <= kernel.shape[0] ** 2 else _conv
+  return isolate.isolated(form, x, kernel, bias)
